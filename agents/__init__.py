@@ -1,0 +1,1 @@
+"""newsflow stages: one module per stage, each a pure core plus its Faust agent."""
