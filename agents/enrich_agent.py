@@ -1,0 +1,234 @@
+"""The enrich agent: raw-pages in, one record per input out, on articles or dead-letter.
+
+`EnrichBatch` is the synchronous core (parse the envelope, run `agents.pipeline.Enricher`,
+encode the outcome); `attach_enrich_agent` is the thin Faust agent around it. The agent takes
+events in batches (`stream.take_events`) so spaCy can `nlp.pipe` them, and runs each batch in
+a one-thread executor: the event loop stays free for consumer heartbeats (the worker keeps its
+group membership through long batches), fetching and the web endpoint. Outputs are sent and
+their delivery awaited before the batch's offsets are acked, so a crash replays the batch
+(at-least-once) and stable article ids make the replay harmless.
+
+Failure policy: a bad input is a dead letter (never an exception); an article the broker
+refuses becomes an `output_rejected` dead letter; a dead letter the broker refuses ends the
+process without committing (see `deliver_batch`), because Faust acks and commits a batch when
+its agent raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.pipeline import Enricher
+from agents.records import Article, Failure, RawPage
+from streams.envelope import parse_raw_page
+from streams.settings import Settings
+from streams.topics import (
+    InputRef,
+    article_value,
+    dead_letter_value,
+    outcome_headers,
+    worker_name,
+)
+
+log = logging.getLogger(__name__)
+
+ARTICLES = "articles"
+DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to send: `role` is ARTICLES or DEAD_LETTER, mapped to a topic by the agent."""
+
+    role: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    ref: InputRef
+    outcome: Article | Failure  # what the record says, for counting and metrics
+    url: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.outcome.reason if isinstance(self.outcome, Failure) else ""
+
+
+class EnrichBatch:
+    """Inputs -> outputs, one output per input, in input order. Never raises for bad input:
+    an exception outside the stage guards (a bug) dead-letters the page as `internal_error`
+    with its topic/partition/offset logged, and the batch goes on."""
+
+    def __init__(self, settings: Settings, enricher: Enricher | None = None,
+                 worker: str | None = None) -> None:  # fmt: skip
+        self.settings = settings
+        self.limits = settings.envelope_limits
+        self.enricher = enricher or Enricher(settings.pipeline)
+        self.worker = worker or worker_name()
+
+    def __call__(self, items: Sequence[tuple[InputRef, bytes | None]]) -> list[Output]:
+        parsed: list[RawPage | Failure] = [self._parse(ref, value) for ref, value in items]
+        pages = [p for p in parsed if isinstance(p, RawPage)]
+        enriched = iter(self._enrich(pages))
+        outputs = []
+        for (ref, _), item in zip(items, parsed, strict=True):
+            outcome = next(enriched) if isinstance(item, RawPage) else item
+            url = item.url if isinstance(item, RawPage) else None
+            outputs.append(self._output(ref, outcome, url))
+        return outputs
+
+    def _parse(self, ref: InputRef, value: bytes | None) -> RawPage | Failure:
+        try:
+            return parse_raw_page(value, ref.key, self.limits)
+        except Exception as exc:  # contained and dead-lettered: see class doc
+            return self._internal(ref, "envelope", exc)
+
+    def _enrich(self, pages: list[RawPage]) -> list[Article | Failure]:
+        if not pages:
+            return []
+        try:
+            return self.enricher.enrich_many(pages)
+        except Exception:  # a pipeline bug: fall back to one page at a time
+            log.exception("enrich_many crashed on a batch of %d; retrying page by page", len(pages))
+        outcomes: list[Article | Failure] = []
+        for page in pages:
+            try:
+                outcomes.append(self.enricher.enrich(page))
+            except Exception as exc:  # the page dead-letters, the batch goes on
+                log.exception("enrich crashed on %s", page.url)
+                message = f"{type(exc).__name__}: {exc}"[:500]
+                outcomes.append(Failure("internal_error", "pipeline", message))
+        return outcomes
+
+    def _output(self, ref: InputRef, outcome: Article | Failure, url: str | None) -> Output:
+        headers = outcome_headers(ref, self.worker)
+        if isinstance(outcome, Article):
+            value = article_value(outcome, self.settings.max_message_bytes)
+            if not isinstance(value, Failure):
+                return Output(ARTICLES, outcome.id.encode(), value, headers, ref, outcome, url)
+            outcome = value
+        dead = dead_letter_value(ref, outcome, url=url, worker=self.worker,
+                                 max_key_chars=self.settings.max_url_chars)  # fmt: skip
+        return Output(DEAD_LETTER, ref.key, dead, headers, ref, outcome, url)
+
+    def rejected(self, output: Output, error: BaseException) -> Output:
+        """The dead letter for an article the broker refused (too large for the topic's
+        limit, not authorised, ...): the input is then accounted for, not silently lost."""
+        failure = Failure("output_rejected", "output", f"{type(error).__name__}: {error}"[:500])
+        return self._output(output.ref, failure, output.url)
+
+    def _internal(self, ref: InputRef, stage: str, exc: Exception) -> Failure:
+        log.exception("%s crashed on %s[%d]@%d", stage, ref.topic, ref.partition, ref.offset)
+        return Failure("internal_error", stage, f"{type(exc).__name__}: {exc}"[:500])
+
+
+@dataclass
+class AgentStats:
+    """What the worker has done, for its status page (metrics come from the metrics layer)."""
+
+    started: float = field(default_factory=time.time)
+    batches: int = 0
+    inputs: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # by role: articles / dead_letter
+    reasons: Counter = field(default_factory=Counter)  # dead letters by reason
+    last_batch_size: int = 0
+    last_batch_seconds: float = 0.0
+    busy_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "batches": self.batches,
+            "inputs": self.inputs,
+            "outcomes": dict(self.outcomes),
+            "dead_letter_reasons": dict(self.reasons),
+            "last_batch_size": self.last_batch_size,
+            "last_batch_seconds": round(self.last_batch_seconds, 3),
+            "busy_seconds": round(self.busy_seconds, 3),
+        }
+
+
+def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Settings,
+                        work: EnrichBatch | None = None):  # fmt: skip
+    """Declare the `enrich-pages` agent on `app`: consumes `raw_pages`, sends to
+    `outputs[ARTICLES]` / `outputs[DEAD_LETTER]` (Faust topics).
+
+    Returns `(agent, stats, executor)`; the caller owns the executor's shutdown."""
+    stats = AgentStats()
+    work = work or EnrichBatch(settings)  # cheap: the model loads on first use or in warm-up
+    # One thread: the Enricher (spaCy) is not shared between threads, and parallelism comes
+    # from one worker process per core in the same consumer group, not from threads.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsflow-enrich")
+
+    @app.task
+    async def load_models() -> None:
+        """Load the NER model in the executor at start-up: the first batch does not pay for
+        it, and a worker whose model is missing fails now rather than tagging nothing."""
+        await asyncio.get_running_loop().run_in_executor(executor, work.enricher.tagger.load)
+
+    async def deliver(records: list[Output]) -> list[BaseException | None]:
+        """Send all, then wait for every acknowledgement; one error (or None) per record."""
+        pending: list[Any] = []
+        for out in records:
+            try:
+                pending.append(await outputs[out.role].send(key=out.key, value=out.value,
+                                                            headers=out.headers))  # fmt: skip
+            except Exception as exc:  # refused before sending, e.g. over max_request_size
+                pending.append(asyncio.sleep(0, exc))
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def deliver_batch(results: list[Output]) -> list[Output]:
+        """Deliver a batch's outputs; an article the broker refuses becomes a dead letter.
+        If even a dead letter cannot be written, stop the process at once: Faust would ack
+        and commit the batch on an agent error, losing it, while a dead process keeps it
+        uncommitted, so it is replayed when the worker is restarted."""
+        errors = await deliver(results)
+        refused = [(out, err) for out, err in zip(results, errors, strict=True) if err]
+        if not refused:
+            return results
+        fallback = [work.rejected(out, err) for out, err in refused
+                    if out.role == ARTICLES]  # fmt: skip
+        fatal = [err for out, err in refused if out.role == DEAD_LETTER]
+        for out, err in refused:
+            log.error("broker refused %s record for %s[%d]@%d: %r", out.role, out.ref.topic,
+                      out.ref.partition, out.ref.offset, err)  # fmt: skip
+        fatal += [err for err in await deliver(fallback) if err]
+        if fatal:
+            log.critical("cannot write dead letters (%r); exiting without committing", fatal[0])
+            logging.shutdown()
+            os._exit(70)  # EX_SOFTWARE; the batch replays after the restart
+        replaced = {id(out): new for (out, _), new in
+                    zip((r for r in refused if r[0].role == ARTICLES), fallback, strict=True)}
+        return [replaced.get(id(out), out) for out in results]
+
+    @app.agent(raw_pages, name="enrich-pages")
+    async def enrich_pages(stream):
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            items = [
+                (InputRef(e.message.topic, e.message.partition, e.message.offset,
+                          e.message.key, len(e.message.value or b"")), e.message.value)
+                for e in events
+            ]  # fmt: skip
+            start = time.perf_counter()
+            results = await loop.run_in_executor(executor, work, items)
+            # Delivery is confirmed before take_events acks the batch, so no offset is
+            # committed whose outcome is not on the output topics (at-least-once).
+            results = await deliver_batch(results)
+            stats.batches += 1
+            stats.inputs += len(items)
+            stats.outcomes.update(out.role for out in results)
+            stats.reasons.update(out.reason for out in results if out.role == DEAD_LETTER)
+            stats.last_batch_size = len(items)
+            stats.last_batch_seconds = time.perf_counter() - start
+            stats.busy_seconds += stats.last_batch_seconds
+
+    return enrich_pages, stats, executor

@@ -1,0 +1,116 @@
+"""The Faust app: one consumer group (`NEWSFLOW_APP_ID`) running the enrich agent.
+
+Built from `Settings` by `create_app`, so each worker process (and each test) gets its own
+configuration without module-level globals. Run it with `newsflow worker [faust worker
+options]`; scale by starting one worker per core with the same app id (the group splits the
+raw-pages partitions between them; more workers than partitions leaves some idle).
+
+Web endpoint (Faust's, port `NEWSFLOW_WEB_PORT`): `/newsflow/status/` answers with this
+worker's assigned partitions and what it has processed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from agents.enrich_agent import ARTICLES, DEAD_LETTER, AgentStats, attach_enrich_agent
+from streams.settings import Settings
+from streams.topics import TopicNames, worker_name
+
+log = logging.getLogger(__name__)
+
+STATUS_PATH = "/newsflow/status/"
+
+
+@dataclass
+class NewsflowApp:
+    """The Faust app plus the handles tests and the CLI need."""
+
+    app: faust.App
+    settings: Settings
+    topics: dict[str, Any]  # role -> faust topic: raw_pages, articles, dead_letter, duplicates
+    agent: Any
+    stats: AgentStats
+
+
+def broker_url(settings: Settings) -> str:
+    """`host1:9092,host2:9092` -> `kafka://host1:9092;kafka://host2:9092` (Faust's form)."""
+    if not settings.servers:
+        raise ValueError("no broker: set KAFKA_BOOTSTRAP_SERVERS (host:port[,host:port])")
+    return ";".join(f"kafka://{server}" for server in settings.servers)
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """Faust settings derived from ours; each one is a `Settings` field (see README)."""
+    return {
+        "broker": broker_url(settings),
+        "store": settings.store,
+        "datadir": settings.data_dir,
+        "autodiscover": False,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_bind,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "broker_session_timeout": settings.session_timeout,
+        "broker_heartbeat_interval": settings.heartbeat_interval,
+        "broker_rebalance_timeout": settings.rebalance_timeout,
+        "broker_request_timeout": max(settings.request_timeout, settings.session_timeout + 5),
+        "consumer_max_fetch_size": settings.max_message_bytes,
+        "consumer_auto_offset_reset": "earliest",
+        # Bound what sits fetched but unprocessed: pages are big (up to NEWSFLOW_MAX_PAGE_BYTES)
+        # and slow, so Faust's default of 4096 buffered events would mean gigabytes of RAM and
+        # minutes of redelivery after a rebalance.
+        "stream_buffer_maxsize": 4 * settings.batch_size,
+        "broker_max_poll_records": 2 * settings.batch_size,
+        "producer_max_request_size": settings.max_message_bytes,
+        "producer_linger": settings.producer_linger_ms / 1000,
+        "producer_max_batch_size": 1 if settings.one_record_per_batch
+        else settings.producer_batch_bytes,
+        "producer_compression_type": None if settings.producer_compression == "none"
+        else settings.producer_compression,
+        "producer_acks": -1 if settings.producer_acks == "all" else int(settings.producer_acks),
+        "processing_guarantee": "exactly_once" if settings.exactly_once else "at_least_once",
+    }
+
+
+def create_app(settings: Settings) -> NewsflowApp:
+    app = faust.App(settings.app_id, **faust_options(settings))
+    names = TopicNames.from_settings(settings)
+
+    def raw_topic(name: str):
+        # Bytes in, bytes out: our code parses (streams/envelope.py) and encodes (orjson), so a
+        # malformed input becomes a dead letter instead of a codec error inside Faust.
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.partitions)  # fmt: skip
+
+    topics = {
+        "raw_pages": raw_topic(names.raw_pages),
+        ARTICLES: raw_topic(names.articles),
+        DEAD_LETTER: raw_topic(names.dead_letter),
+        "duplicates": raw_topic(names.duplicates),
+    }
+    agent, stats, executor = attach_enrich_agent(app, topics["raw_pages"], topics, settings)
+    worker = worker_name()
+
+    @app.page(STATUS_PATH)
+    async def status(web, request):
+        assigned = sorted(
+            (tp.topic, tp.partition) for tp in app.consumer.assignment()
+            if tp.topic == names.raw_pages
+        ) if app.consumer else []  # fmt: skip
+        return web.json({
+            "app_id": settings.app_id,
+            "worker": worker,
+            "partitions": [p for _, p in assigned],
+            **stats.to_dict(),
+        })  # fmt: skip
+
+    @app.on_before_shutdown.connect
+    async def stop_executor(sender: Any, **_kwargs: Any) -> None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    return NewsflowApp(app, settings, topics, agent, stats)
