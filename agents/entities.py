@@ -165,12 +165,32 @@ class EntityTagger:
             self.load()
             docs = self._nlp.pipe(texts, batch_size=self.cfg.batch_size)
             for i, doc in zip(todo, docs, strict=True):
-                mentions = [
-                    (ent.text, ent.label_, doc[ent.start - 1].text if ent.start else "")
-                    for ent in doc.ents
-                ]
-                results[i] = (aggregate(mentions, self.cfg.labels, self._places), None)
+                results[i] = (aggregate(mentions(doc), self.cfg.labels, self._places), None)
         return results
+
+
+def mentions(doc: Any) -> list[tuple[str, str, str]]:
+    """(text, label, word before) for each entity of a parsed doc.
+
+    A nationality or creed adjective directly followed by an organisation is one name: the
+    small model splits "Islamic State" into NORP "Islamic" + ORG "State" and "Russian Defense
+    Ministry" into NORP + ORG, so such adjacent pairs are joined into one ORG mention.
+    """
+    out: list[tuple[str, str, str]] = []
+    ents = list(doc.ents)
+    i = 0
+    while i < len(ents):
+        ent, start = ents[i], ents[i].start
+        before = doc[start - 1].text if start else ""
+        nxt = ents[i + 1] if i + 1 < len(ents) else None
+        joined = nxt is not None and nxt.start == ent.end
+        if joined and ent.label_ == "NORP" and nxt.label_ == "ORG":
+            out.append((doc[start : nxt.end].text, "ORG", before))
+            i += 2
+            continue
+        out.append((ent.text, ent.label_, before))
+        i += 1
+    return out
 
 
 def place_names(min_city_population: int = 15_000) -> frozenset[str]:
