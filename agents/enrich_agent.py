@@ -28,6 +28,7 @@ from typing import Any
 
 from agents.pipeline import Enricher
 from agents.records import Article, Failure, RawPage
+from streams import metrics
 from streams.envelope import parse_raw_page
 from streams.settings import Settings
 from streams.topics import (
@@ -219,10 +220,15 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
                 for e in events
             ]  # fmt: skip
             start = time.perf_counter()
+            metrics.METRICS.page_received(len(items))
+            stage_totals = metrics.stage_totals(work.enricher)
             results = await loop.run_in_executor(executor, work, items)
             # Delivery is confirmed before take_events acks the batch, so no offset is
             # committed whose outcome is not on the output topics (at-least-once).
             results = await deliver_batch(results)
+            metrics.METRICS.observe_stage_totals(stage_totals, metrics.stage_totals(work.enricher))
+            for event, out in zip(events, results, strict=True):
+                metrics.METRICS.record_outcome(out.outcome, produced_at=event.message.timestamp)
             stats.batches += 1
             stats.inputs += len(items)
             stats.outcomes.update(out.role for out in results)

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from agents.enrich_agent import ARTICLES, DEAD_LETTER, AgentStats, attach_enrich_agent
+from streams import metrics
 from streams.settings import Settings
 from streams.topics import TopicNames, worker_name
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> NewsflowApp:
         "duplicates": raw_topic(names.duplicates),
     }
     agent, stats, executor = attach_enrich_agent(app, topics["raw_pages"], topics, settings)
+    metrics.install(app, topics=[names.raw_pages])  # /metrics on the web port, lag timer
     worker = worker_name()
 
     @app.page(STATUS_PATH)

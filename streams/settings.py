@@ -125,7 +125,12 @@ class Settings:
     def with_pipeline(self) -> Settings:
         """Derive the stage configs from the top-level caps, so each cap is set once."""
         pipeline = PipelineConfig(
-            extract=replace(ExtractConfig(), max_bytes=self.max_page_bytes),
+            extract=replace(
+                ExtractConfig(),
+                max_bytes=self.max_page_bytes,
+                max_url_chars=self.max_url_chars,
+                max_field_chars=self.max_field_chars,
+            ),
             clean=CleanConfig(),
             language=LanguageConfig(),
             entities=replace(EntitiesConfig(), model=self.spacy_model),
