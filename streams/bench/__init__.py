@@ -1,0 +1,1 @@
+"""Measurements behind the project's chosen defaults: `newsflow bench <what>` subcommands."""
