@@ -7,8 +7,12 @@
                                           raw-pages
     newsflow tail [articles|dead-letter|duplicates|raw-pages]  print records as they arrive
     newsflow enrich PATH... [--url URL]   enrich files/folders in-process, JSON lines on stdout
-    newsflow bench stages [PATH...]       per-stage time over a folder of pages (default: corpus)
+    newsflow bench stages [PATH...]       per-stage time over a folder of pages (default: corpus);
+                                          --supervised: in the worker's budgeted child process
     newsflow bench worker [PATH...]       a backlog through real workers; web latency meanwhile
+    newsflow bench [pipeline [PATH...]]   in-process and broker throughput per language group,
+                                          NER F1, latency, memory (BENCHMARKS.md)
+    newsflow bench produce [WARC...]      pages/s and MB/s from a WARC into raw-pages
 
 Commands that talk to Kafka import their Kafka code only when run, so `enrich` works on a
 machine with no broker at all. Settings come from environment variables (README, "Settings").
@@ -93,13 +97,32 @@ def cmd_enrich(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     out = sys.stdout.buffer
     counts: Counter[str] = Counter()
-    for source, outcome in enrich_outcomes(args.paths, settings, args.url, progress=True):
+    outcomes = enrich_outcomes(args.paths, settings, args.url, progress=True)
+    if args.stories:
+        outcomes = with_stories(outcomes)
+    for source, outcome in outcomes:
         counts["article" if isinstance(outcome, Article) else outcome.reason] += 1
         out.write(orjson.dumps(outcome_json(source, outcome)) + b"\n")
     out.flush()
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     print(f"newsflow enrich: {sum(counts.values())} inputs: {summary}", file=sys.stderr)
     return 0
+
+
+def with_stories(
+    outcomes: Iterator[tuple[str, Article | Failure]],
+) -> Iterator[tuple[str, Article | Failure]]:
+    """Give each article its `story_id`, in input order (callers sort inputs by date). An
+    article with no usable time (no date, no fetched_at) keeps `story_id` None."""
+    from agents.stories import StoryIndex, features
+
+    index = StoryIndex()
+    for source, outcome in outcomes:
+        if isinstance(outcome, Article):
+            feats = features(outcome, index.config)
+            if not isinstance(feats, Failure):
+                outcome.story_id = index.add(feats).story_id
+        yield source, outcome
 
 
 def default_corpus() -> Path:
@@ -110,18 +133,28 @@ def cmd_bench_stages(args: argparse.Namespace, settings: Settings) -> int:
     from agents.pipeline import STAGES, Enricher
 
     paths = args.paths or [str(default_corpus())]
-    enricher = Enricher(settings.pipeline)
-    enricher.tagger.load()  # model load is set-up, not per-page cost
+    if args.supervised:  # as the worker runs it: in a child process, with the page budget
+        from agents.supervisor import PageBudget, SupervisedEnricher
+
+        budget = settings.page_budget or PageBudget()
+        enricher = SupervisedEnricher(settings.pipeline, budget).start()
+    else:
+        enricher = Enricher(settings.pipeline)
+        enricher.tagger.load()  # model load is set-up, not per-page cost
     n = 0
     start = time.perf_counter()
     outcomes: Counter[str] = Counter()
     pages = [p for p in iter_pages(paths, max_bytes=settings.max_page_bytes)
              if isinstance(p, RawPage)]  # fmt: skip
     read = time.perf_counter()
-    for batch in _batched(iter(pages), BATCH):
-        for outcome in enricher.enrich_many(batch):
-            outcomes["article" if isinstance(outcome, Article) else outcome.reason] += 1
-        n += len(batch)
+    try:
+        for batch in _batched(iter(pages), BATCH):
+            for outcome in enricher.enrich_many(batch):
+                outcomes["article" if isinstance(outcome, Article) else outcome.reason] += 1
+            n += len(batch)
+    finally:
+        if args.supervised:
+            enricher.close()
     wall = time.perf_counter() - read
     report = {
         "pages": n,
@@ -393,13 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enrich", help="enrich files/folders in-process; JSON lines on stdout")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--url", help="the page's URL (single input file only)")
+    p.add_argument("--stories", action="store_true",
+                   help="add a story_id grouping reports of the same event (inputs in date order)")
     p.set_defaults(func=cmd_enrich)
 
-    bench = sub.add_parser("bench", help="measure throughput")
-    bench = bench.add_subparsers(dest="what", required=True)
+    bench_parser = sub.add_parser("bench", help="measure throughput (default: bench pipeline)")
+    bench = bench_parser.add_subparsers(dest="what")
     p = bench.add_parser("stages", help="in-process time per stage over a folder of pages")
     p.add_argument("paths", nargs="*", metavar="PATH", help="default: ../shared/corpus")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--supervised", action="store_true",
+                   help="run the stages as the worker does: in a child process with the page "
+                   "budget (NEWSFLOW_PAGE_TIMEOUT)")
     p.set_defaults(func=cmd_bench_stages)
     p = bench.add_parser("worker", help="a backlog through workers on a broker, web endpoint "
                          "latency measured meanwhile (embedded broker unless configured)")
@@ -410,6 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--json", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_bench_worker)
+    from streams.bench import pipeline as bench_pipeline
+    from streams.bench import produce as bench_produce
+
+    # Plain `newsflow bench` is `newsflow bench pipeline` with its defaults.
+    bench_parser.set_defaults(**vars(bench_pipeline.add_parser(bench).parse_args([])))
+    bench_produce.add_parser(bench)
+    from streams.bench import stories as bench_stories
+
+    bench_stories.add_parser(bench)
     return parser
 
 

@@ -89,3 +89,18 @@ def test_ids_are_stable_across_runs(records) -> None:
         timeout=300,
     )
     assert orjson.loads(again.stdout)["id"] == records["000"]["id"]
+
+
+def test_stories_flag_groups_the_two_reports_and_nothing_else() -> None:
+    corpus = sorted((SEEDS.parent / "corpus" / "pages").glob("*.html.gz"))[:6]
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "enrich", "--stories", str(SEEDS), *map(str, corpus)],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    records = [orjson.loads(line) for line in out.stdout.splitlines()]
+    stories = [r.get("story_id") for r in records if "error" not in r]
+    seed_story = {r["story_id"] for r in records if "/seeds/" in r["source"]}
+    assert len(seed_story) == 1 and next(iter(seed_story)).startswith("s-")
+    assert stories.count(next(iter(seed_story))) == 2
