@@ -8,10 +8,15 @@ group membership through long batches), fetching and the web endpoint. Outputs a
 their delivery awaited before the batch's offsets are acked, so a crash replays the batch
 (at-least-once) and stable article ids make the replay harmless.
 
+The worker enriches in a supervised child process with a per-page time budget
+(`agents/supervisor.py`, `NEWSFLOW_PAGE_TIMEOUT`): a page over budget is a `timeout` dead
+letter, a page that kills the child a `worker_crash` one. With the budget at 0 the executor
+thread runs the `Enricher` itself, as `newsflow enrich` does.
+
 Failure policy: a bad input is a dead letter (never an exception); an article the broker
-refuses becomes an `output_rejected` dead letter; a dead letter the broker refuses ends the
-process without committing (see `deliver_batch`), because Faust acks and commits a batch when
-its agent raises.
+refuses becomes an `output_rejected` dead letter; a dead letter the broker refuses, or an
+enrichment process that cannot be started at all, ends the process without committing (see
+`deliver_batch`), because Faust acks and commits a batch when its agent raises.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 from agents.pipeline import Enricher
 from agents.records import Article, Failure, RawPage
+from agents.supervisor import SupervisedEnricher, SupervisorError
 from streams import metrics
 from streams.envelope import parse_raw_page
 from streams.settings import Settings
@@ -56,6 +62,8 @@ class Output:
     ref: InputRef
     outcome: Article | Failure  # what the record says, for counting and metrics
     url: str | None = None
+    partition: int | None = None  # None: the producer's partitioner picks it by key
+    follow_up: tuple[Output, ...] = ()  # sent only once this record is delivered (dedup claims)
 
     @property
     def reason(self) -> str:
@@ -96,12 +104,16 @@ class EnrichBatch:
             return []
         try:
             return self.enricher.enrich_many(pages)
+        except SupervisorError:  # no enrichment process: no page's fault, none dead-letters
+            raise
         except Exception:  # a pipeline bug: fall back to one page at a time
             log.exception("enrich_many crashed on a batch of %d; retrying page by page", len(pages))
         outcomes: list[Article | Failure] = []
         for page in pages:
             try:
                 outcomes.append(self.enricher.enrich(page))
+            except SupervisorError:
+                raise
             except Exception as exc:  # the page dead-letters, the batch goes on
                 log.exception("enrich crashed on %s", page.url)
                 message = f"{type(exc).__name__}: {exc}"[:500]
@@ -156,14 +168,26 @@ class AgentStats:
         }
 
 
+def worker_enricher(settings: Settings) -> Enricher | SupervisedEnricher:
+    """The worker's enricher: a supervised child process with the page budget, or the
+    in-process `Enricher` when `NEWSFLOW_PAGE_TIMEOUT` is 0."""
+    budget = settings.page_budget
+    if budget is None:
+        return Enricher(settings.pipeline)
+    return SupervisedEnricher(settings.pipeline, budget)
+
+
 def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Settings,
-                        work: EnrichBatch | None = None):  # fmt: skip
+                        work: EnrichBatch | None = None, dedup: Any = None):  # fmt: skip
     """Declare the `enrich-pages` agent on `app`: consumes `raw_pages`, sends to
-    `outputs[ARTICLES]` / `outputs[DEAD_LETTER]` (Faust topics).
+    `outputs[ARTICLES]` / `outputs[DEAD_LETTER]` (Faust topics). With `dedup` (an
+    `agents.dedup_agent.DedupRouter`) articles go to its gather topic instead, each followed
+    by its first claim, and the dedup agents write the article or duplicate outcome.
 
     Returns `(agent, stats, executor)`; the caller owns the executor's shutdown."""
     stats = AgentStats()
-    work = work or EnrichBatch(settings)  # cheap: the model loads on first use or in warm-up
+    # Cheap: the model loads (the child starts) in the load_models task below.
+    work = work or EnrichBatch(settings, worker_enricher(settings))
     # One thread: the Enricher (spaCy) is not shared between threads, and parallelism comes
     # from one worker process per core in the same consumer group, not from threads.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="newsflow-enrich")
@@ -172,7 +196,17 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
     async def load_models() -> None:
         """Load the NER model in the executor at start-up: the first batch does not pay for
         it, and a worker whose model is missing fails now rather than tagging nothing."""
-        await asyncio.get_running_loop().run_in_executor(executor, work.enricher.tagger.load)
+        enricher = work.enricher
+        supervised = isinstance(enricher, SupervisedEnricher)
+        warm_up = enricher.start if supervised else enricher.tagger.load
+        await asyncio.get_running_loop().run_in_executor(executor, warm_up)
+
+    @app.on_before_shutdown.connect
+    async def stop_enricher(sender: Any, **_kwargs: Any) -> None:
+        """Kill the enrichment process, so a stopping worker does not wait for a batch whose
+        results it would drop: unacked, the batch is handed back to the group."""
+        if isinstance(work.enricher, SupervisedEnricher):
+            work.enricher.close()
 
     async def deliver(records: list[Output]) -> list[BaseException | None]:
         """Send all, then wait for every acknowledgement; one error (or None) per record."""
@@ -180,6 +214,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         for out in records:
             try:
                 pending.append(await outputs[out.role].send(key=out.key, value=out.value,
+                                                            partition=out.partition,
                                                             headers=out.headers))  # fmt: skip
             except Exception as exc:  # refused before sending, e.g. over max_request_size
                 pending.append(asyncio.sleep(0, exc))
@@ -196,7 +231,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         if not refused:
             return results
         fallback = [work.rejected(out, err) for out, err in refused
-                    if out.role == ARTICLES]  # fmt: skip
+                    if out.role != DEAD_LETTER]  # fmt: skip
         fatal = [err for out, err in refused if out.role == DEAD_LETTER]
         for out, err in refused:
             log.error("broker refused %s record for %s[%d]@%d: %r", out.role, out.ref.topic,
@@ -207,7 +242,8 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             logging.shutdown()
             os._exit(70)  # EX_SOFTWARE; the batch replays after the restart
         replaced = {id(out): new for (out, _), new in
-                    zip((r for r in refused if r[0].role == ARTICLES), fallback, strict=True)}
+                    zip((r for r in refused if r[0].role != DEAD_LETTER), fallback,
+                        strict=True)}  # fmt: skip
         return [replaced.get(id(out), out) for out in results]
 
     @app.agent(raw_pages, name="enrich-pages")
@@ -222,13 +258,32 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             start = time.perf_counter()
             metrics.METRICS.page_received(len(items))
             stage_totals = metrics.stage_totals(work.enricher)
-            results = await loop.run_in_executor(executor, work, items)
+            try:
+                results = await loop.run_in_executor(executor, work, items)
+            except SupervisorError as exc:
+                if work.enricher.closed:  # the worker is stopping: let the stop cancel us
+                    await asyncio.Event().wait()
+                log.critical("%s; exiting without committing", exc)
+                logging.shutdown()
+                os._exit(70)  # EX_SOFTWARE, as in deliver_batch: the batch replays
+            if dedup is not None:  # articles become page messages + their first claims
+                stamps = [e.message.timestamp for e in events]
+                results = await loop.run_in_executor(executor, dedup.route, results, stamps,
+                                                     Output)  # fmt: skip
             # Delivery is confirmed before take_events acks the batch, so no offset is
             # committed whose outcome is not on the output topics (at-least-once).
             results = await deliver_batch(results)
+            # A claim only once its page is delivered: no claim names an unseen article.
+            follow_ups = [f for out in results for f in out.follow_up]
+            if any(await deliver(follow_ups)):
+                log.critical("cannot write dedup claims; exiting without committing")
+                logging.shutdown()
+                os._exit(70)  # EX_SOFTWARE, as in deliver_batch: the batch replays
             metrics.METRICS.observe_stage_totals(stage_totals, metrics.stage_totals(work.enricher))
             for event, out in zip(events, results, strict=True):
-                metrics.METRICS.record_outcome(out.outcome, produced_at=event.message.timestamp)
+                if out.role in (ARTICLES, DEAD_LETTER):  # dedup counts the pages it decides
+                    metrics.METRICS.record_outcome(out.outcome,
+                                                   produced_at=event.message.timestamp)
             stats.batches += 1
             stats.inputs += len(items)
             stats.outcomes.update(out.role for out in results)

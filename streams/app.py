@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from agents.dedup_agent import CLAIMS, GATHER, attach_dedup_agents
 from agents.enrich_agent import ARTICLES, DEAD_LETTER, AgentStats, attach_enrich_agent
 from streams import metrics
 from streams.settings import Settings
@@ -36,6 +37,7 @@ class NewsflowApp:
     topics: dict[str, Any]  # role -> faust topic: raw_pages, articles, dead_letter, duplicates
     agent: Any
     stats: AgentStats
+    dedup: Any = None  # agents.dedup_agent.DedupAgents when NEWSFLOW_DEDUP is on
 
 
 def broker_url(settings: Settings) -> str:
@@ -94,7 +96,19 @@ def create_app(settings: Settings) -> NewsflowApp:
         DEAD_LETTER: raw_topic(names.dead_letter),
         "duplicates": raw_topic(names.duplicates),
     }
-    agent, stats, executor = attach_enrich_agent(app, topics["raw_pages"], topics, settings)
+    dedup = None
+    if settings.dedup:
+        # Internal topics: declared internal too, so Faust creates them (with our partition
+        # count and record size) even when NEWSFLOW_CREATE_TOPICS is off.
+        config = {"max.message.bytes": str(settings.max_message_bytes)}
+        for role, name in ((GATHER, names.dedup_gather), (CLAIMS, names.dedup_claims)):
+            topics[role] = app.topic(name, key_type=bytes, value_type=bytes,
+                                     key_serializer="raw", value_serializer="raw",
+                                     partitions=settings.partitions, internal=True,
+                                     config=config)  # fmt: skip
+        dedup = attach_dedup_agents(app, topics, settings)
+    agent, stats, executor = attach_enrich_agent(app, topics["raw_pages"], topics, settings,
+                                                 dedup=dedup and dedup.router)  # fmt: skip
     metrics.install(app, topics=[names.raw_pages])  # /metrics on the web port, lag timer
     worker = worker_name()
 
@@ -109,10 +123,11 @@ def create_app(settings: Settings) -> NewsflowApp:
             "worker": worker,
             "partitions": [p for _, p in assigned],
             **stats.to_dict(),
+            "dedup": dedup.stats.to_dict() if dedup else None,
         })  # fmt: skip
 
     @app.on_before_shutdown.connect
     async def stop_executor(sender: Any, **_kwargs: Any) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
-    return NewsflowApp(app, settings, topics, agent, stats)
+    return NewsflowApp(app, settings, topics, agent, stats, dedup)

@@ -6,13 +6,15 @@
     newsflow produce PATH...|-            put pages (files, folders, .jsonl, .warc, stdin) on
                                           raw-pages
     newsflow tail [articles|dead-letter|duplicates|raw-pages]  print records as they arrive
-    newsflow enrich PATH... [--url URL]   enrich files/folders in-process, JSON lines on stdout
+    newsflow enrich PATH... [--url URL]   enrich files/folders in-process, JSON lines on stdout;
+                                          --dedup marks duplicates of earlier inputs
     newsflow bench stages [PATH...]       per-stage time over a folder of pages (default: corpus);
                                           --supervised: in the worker's budgeted child process
     newsflow bench worker [PATH...]       a backlog through real workers; web latency meanwhile
     newsflow bench [pipeline [PATH...]]   in-process and broker throughput per language group,
                                           NER F1, latency, memory (BENCHMARKS.md)
     newsflow bench produce [WARC...]      pages/s and MB/s from a WARC into raw-pages
+    newsflow bench dedup                  near-dup precision/recall, dedup throughput
 
 Commands that talk to Kafka import their Kafka code only when run, so `enrich` works on a
 machine with no broker at all. Settings come from environment variables (README, "Settings").
@@ -98,15 +100,39 @@ def cmd_enrich(args: argparse.Namespace, settings: Settings) -> int:
     out = sys.stdout.buffer
     counts: Counter[str] = Counter()
     outcomes = enrich_outcomes(args.paths, settings, args.url, progress=True)
+    if args.dedup:
+        outcomes = with_dedup(outcomes, settings)
     if args.stories:
         outcomes = with_stories(outcomes)
     for source, outcome in outcomes:
-        counts["article" if isinstance(outcome, Article) else outcome.reason] += 1
+        if isinstance(outcome, Failure):
+            counts[outcome.reason] += 1
+        else:
+            kind = outcome.duplicate_kind
+            counts[f"duplicate_{kind}" if kind else "article"] += 1
         out.write(orjson.dumps(outcome_json(source, outcome)) + b"\n")
     out.flush()
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     print(f"newsflow enrich: {sum(counts.values())} inputs: {summary}", file=sys.stderr)
     return 0
+
+
+def with_dedup(
+    outcomes: Iterator[tuple[str, Article | Failure]], settings: Settings
+) -> Iterator[tuple[str, Article | Failure]]:
+    """Mark each article that duplicates an earlier one (`duplicate_of`, `duplicate_kind`,
+    `similarity`), with the worker's rules and order key (fetch time, then id), in memory."""
+    from agents.dedup import Deduper, MemoryStore, order_key
+
+    deduper = Deduper(settings.dedup_config, MemoryStore())
+    for source, outcome in outcomes:
+        if isinstance(outcome, Article):
+            verdict = deduper.check(outcome.id, outcome.url, outcome.canonical_url, outcome.text,
+                                    order_key(outcome.fetched_at, outcome.id))  # fmt: skip
+            if verdict is not None:
+                outcome.duplicate_of, outcome.duplicate_kind = verdict.duplicate_of, verdict.kind
+                outcome.similarity = verdict.similarity
+        yield source, outcome
 
 
 def with_stories(
@@ -292,6 +318,9 @@ def tail_line(kind: str, record) -> str:
         what = doc.get("url") or ref.get("key") or f"{ref.get('partition')}@{ref.get('offset')}"
         reason = f"{doc.get('stage')}/{doc.get('reason')}"
         return f"{where:>10}  {reason:<28} {what}  {str(doc.get('message', ''))[:80]}"
+    if kind == "duplicates":
+        what = f"{doc.get('kind')} {doc.get('similarity') or 0:.2f}"
+        return f"{where:>10}  {what:<10} {doc.get('url')}  -> {doc.get('duplicate_of')}"
     ents = len(doc.get("entities") or [])
     title = (doc.get("title") or "")[:60]
     lang = doc.get("language", "?")
@@ -428,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", help="the page's URL (single input file only)")
     p.add_argument("--stories", action="store_true",
                    help="add a story_id grouping reports of the same event (inputs in date order)")
+    p.add_argument("--dedup", action="store_true",
+                   help="mark URL, exact and near duplicates of earlier inputs (duplicate_of, "
+                   "duplicate_kind, similarity; NEWSFLOW_DEDUP_THRESHOLD)")
     p.set_defaults(func=cmd_enrich)
 
     bench_parser = sub.add_parser("bench", help="measure throughput (default: bench pipeline)")
@@ -454,9 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Plain `newsflow bench` is `newsflow bench pipeline` with its defaults.
     bench_parser.set_defaults(**vars(bench_pipeline.add_parser(bench).parse_args([])))
     bench_produce.add_parser(bench)
+    from streams.bench import dedup as bench_dedup
     from streams.bench import stories as bench_stories
 
     bench_stories.add_parser(bench)
+    bench_dedup.add_parser(bench)
     return parser
 
 

@@ -82,6 +82,9 @@ KNOWN_FAILURES = (
     ("empty_text", "clean"),
     ("internal_error", "clean"),
     ("internal_error", "language"),
+    # agents/supervisor.py: the page overran its budget, or the child process died on it
+    *((reason, stage) for reason in ("timeout", "worker_crash")
+      for stage in ("extract", "clean", "language")),
     ("internal_error", "pipeline"),
     ("unencodable_article", "output"),
     ("article_too_large", "output"),

@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from agents.clean import CleanConfig
+from agents.dedup import DedupConfig
 from agents.entities import EntitiesConfig
 from agents.extract import ExtractConfig
 from agents.language import LanguageConfig
 from agents.pipeline import PipelineConfig
+from agents.supervisor import PageBudget
 from streams.envelope import EnvelopeLimits
 
 TRUE = frozenset({"1", "true", "yes", "on"})
@@ -61,7 +63,18 @@ class Settings:
     request_timeout: float = 40.0
     # Enrich agent: pages per batch (spaCy `nlp.pipe` batch) and the longest wait to fill one.
     batch_size: int = 16
-    batch_within: float = 0.5
+    batch_within: float = 0.05
+    # Per-page time budget of the worker (agents/supervisor.py): the text stages of a page may
+    # use this many CPU seconds plus `page_timeout_per_mb` per MB of body before the page is
+    # dead-lettered as `timeout`. 0 runs enrichment in the worker process, without a budget.
+    page_timeout: float = 10.0
+    page_timeout_per_mb: float = 3.0
+    # Deduplication on the worker (agents/dedup_agent.py): URL, exact and near-duplicate pages
+    # go to `topic_duplicates` instead of `topic_articles`, with the state in Faust tables
+    # (`store`: rocksdb:// keeps it on disk). Off: every article goes straight to articles.
+    dedup: bool = True
+    # Near-duplicate threshold: estimated Jaccard similarity of 3-word shingles (DedupConfig).
+    dedup_threshold: float = 0.4
     # Producer (`newsflow produce` and the worker's output topics).
     producer_linger_ms: int = 20
     producer_batch_bytes: int = 1_048_576
@@ -103,7 +116,7 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_NAMES[name]}={getattr(self, name)} must be positive")
         for name in ("batch_within", "producer_linger_ms", "producer_retries",
-                     "producer_retry_backoff"):  # fmt: skip
+                     "producer_retry_backoff", "page_timeout", "page_timeout_per_mb"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise SettingsError(f"{ENV_NAMES[name]}={getattr(self, name)} must not be negative")
         if not 0 <= self.web_port <= 65535:
@@ -115,6 +128,10 @@ class Settings:
             )
         if self.producer_acks not in ("all", "1", "0"):
             raise SettingsError(f"NEWSFLOW_PRODUCER_ACKS={self.producer_acks!r}: all, 1 or 0")
+        if not 0.0 < self.dedup_threshold <= 1.0:
+            raise SettingsError(
+                f"NEWSFLOW_DEDUP_THRESHOLD={self.dedup_threshold} must be in (0, 1]"
+            )
         if not self.store.startswith(STORES):
             raise SettingsError(f"NEWSFLOW_STORE={self.store!r}: memory:// or rocksdb://")
         if self.heartbeat_interval >= self.session_timeout:
@@ -141,6 +158,19 @@ class Settings:
     def envelope_limits(self) -> EnvelopeLimits:
         """The raw-pages input caps, as `streams.envelope.parse_raw_page` takes them."""
         return EnvelopeLimits(self.max_page_bytes, self.max_url_chars, self.max_field_chars)
+
+    @property
+    def page_budget(self) -> PageBudget | None:
+        """The worker's per-page budget, or None when `page_timeout` is 0 (no budget)."""
+        if self.page_timeout <= 0:
+            return None
+        return PageBudget(seconds=self.page_timeout, seconds_per_mb=self.page_timeout_per_mb)
+
+    @property
+    def dedup_config(self) -> DedupConfig:
+        """The deduplication settings: `DedupConfig`'s measured defaults, our threshold."""
+        return replace(DedupConfig(), threshold=self.dedup_threshold,
+                       max_url_chars=self.max_url_chars)  # fmt: skip
 
     @property
     def servers(self) -> list[str]:
@@ -207,6 +237,10 @@ ENV_NAMES = {
     "request_timeout": "NEWSFLOW_REQUEST_TIMEOUT",
     "batch_size": "NEWSFLOW_BATCH_SIZE",
     "batch_within": "NEWSFLOW_BATCH_WITHIN",
+    "page_timeout": "NEWSFLOW_PAGE_TIMEOUT",
+    "page_timeout_per_mb": "NEWSFLOW_PAGE_TIMEOUT_PER_MB",
+    "dedup": "NEWSFLOW_DEDUP",
+    "dedup_threshold": "NEWSFLOW_DEDUP_THRESHOLD",
     "producer_linger_ms": "NEWSFLOW_PRODUCER_LINGER_MS",
     "producer_batch_bytes": "NEWSFLOW_PRODUCER_BATCH_BYTES",
     "producer_compression": "NEWSFLOW_PRODUCER_COMPRESSION",

@@ -3,10 +3,15 @@
     raw-pages    key = URL (or none)      value = JSON envelope or bare HTML (streams/envelope.py)
     articles     key = article id         value = orjson of `Article.to_dict()` (has schema_version)
     dead-letter  key = the input's key    value = `dead_letter_value` (input reference + reason)
-    duplicates   written by the dedup stage
+    duplicates   key = article id         value = `{id, url, duplicate_of, kind, similarity}`
 
-Schemas: `streams/schemas/{raw-page,article,dead-letter}.schema.json`. Every outcome record
-(articles, dead-letter, duplicates) carries the header `newsflow-input` = JSON
+Internal, with `NEWSFLOW_DEDUP` on (agents/dedup_agent.py; names derived from the app id):
+`<app id>-dedup-claims` (one partition owns each URL key, fingerprint and LSH band key) and
+`<app id>-dedup-gather` (one partition owns each article id's verdict). Faust creates the
+changelog topics of the dedup tables itself (`<app id>-dedup-*-changelog`).
+
+Schemas: `streams/schemas/{raw-page,article,dead-letter,duplicate}.schema.json`. Every outcome
+record (articles, dead-letter, duplicates) carries the header `newsflow-input` = JSON
 `{"topic", "partition", "offset"}` of the raw-pages record it came from, so anyone can check
 that each input ended in exactly one outcome, and `newsflow-worker` = `host:pid`.
 Topic bytes are handled here, never by Faust's codecs: a malformed input must become a
@@ -44,19 +49,28 @@ class TopicNames:
     articles: str
     dead_letter: str
     duplicates: str
+    dedup_claims: str = ""  # internal; "" when dedup is off
+    dedup_gather: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
+        internal = ((f"{settings.app_id}-dedup-claims", f"{settings.app_id}-dedup-gather")
+                    if settings.dedup else ("", ""))  # fmt: skip
         return cls(settings.topic_raw_pages, settings.topic_articles,
-                   settings.topic_dead_letter, settings.topic_duplicates)  # fmt: skip
+                   settings.topic_dead_letter, settings.topic_duplicates, *internal)  # fmt: skip
 
     @property
     def outcomes(self) -> tuple[str, str, str]:
         """The topics where an input can end up."""
         return (self.articles, self.dead_letter, self.duplicates)
 
+    @property
+    def internal(self) -> tuple[str, ...]:
+        """Topics only the workers read and write (the dedup agents')."""
+        return tuple(name for name in (self.dedup_claims, self.dedup_gather) if name)
+
     def all(self) -> tuple[str, ...]:
-        return (self.raw_pages, *self.outcomes)
+        return (self.raw_pages, *self.outcomes, *self.internal)
 
 
 def worker_name() -> str:
