@@ -53,10 +53,10 @@ class Enricher:
         """Enrich a batch; the result list is parallel to the input."""
         outcomes: list[Article | Failure] = []
         for page in pages:
-            outcomes.append(self._enrich_text_stages(page))
+            outcomes.append(self.text_stages(page))
         articles = [a for a in outcomes if isinstance(a, Article)]
         if articles:
-            tagged = self._guard(
+            tagged = self.guard(
                 "entities",
                 ",".join(a.url for a in articles[:3]),
                 lambda: self.tagger.tag_many([(a.text, a.language) for a in articles]),
@@ -73,20 +73,22 @@ class Enricher:
         return outcomes
 
     def _tag_one(self, article: Article):
-        result = self._guard(
-            "entities", article.url, lambda: self.tagger.tag_many([(article.text, article.language)])
-        )
+        item = [(article.text, article.language)]
+        result = self.guard("entities", article.url, lambda: self.tagger.tag_many(item))
         return result if isinstance(result, Failure) else result[0]
 
-    def _enrich_text_stages(self, page: RawPage) -> Article | Failure:
+    def text_stages(self, page: RawPage) -> Article | Failure:
+        """extract → clean → language for one page (NER runs batched in `enrich_many`)."""
         cfg = self.config
-        extracted = self._guard("extract", page.url, lambda: extract(page, cfg.extract))
+        extracted = self.guard("extract", page.url, lambda: extract(page, cfg.extract))
         if isinstance(extracted, Failure):
             return extracted
-        cleaned = self._guard("clean", page.url, lambda: clean(extracted.text, cfg.clean))
+        cleaned = self.guard("clean", page.url, lambda: clean(extracted.text, cfg.clean))
         if isinstance(cleaned, Failure):
             return cleaned
-        lang = self._guard("language", page.url, lambda: detect_language(cleaned.text, cfg.language))
+        lang = self.guard(
+            "language", page.url, lambda: detect_language(cleaned.text, cfg.language)
+        )
         if isinstance(lang, Failure):
             return lang
         return Article(
@@ -107,12 +109,12 @@ class Enricher:
             boilerplate_removed=dict(cleaned.removed),
         )
 
-    def _guard(self, stage: str, where: str, call: Callable[[], T], count: int = 1) -> T | Failure:
+    def guard(self, stage: str, where: str, call: Callable[[], T], count: int = 1) -> T | Failure:
         """Time a stage call and turn an escaped exception into a counted failure value."""
         start = time.perf_counter()
         try:
             return call()
-        except Exception as exc:  # noqa: BLE001 - the one place stage crashes are contained
+        except Exception as exc:  # the one place stage crashes are contained
             log.exception("stage %s crashed on %s", stage, where)
             return Failure("internal_error", stage, f"{type(exc).__name__}: {exc}"[:500])
         finally:

@@ -129,14 +129,14 @@ class _ReportingEnricher(Enricher):
         self.indices: dict[int, int] = {}
         self._reported: dict[str, tuple[float, int]] = {}
 
-    def _guard(self, stage, where, call, count=1):
+    def guard(self, stage, where, call, count=1):
         self.stage.value = STAGES.index(stage)
-        return super()._guard(stage, where, call, count)
+        return super().guard(stage, where, call, count)
 
-    def _enrich_text_stages(self, page):
+    def text_stages(self, page):
         if isinstance(page, Article):
             return page
-        outcome = super()._enrich_text_stages(page)
+        outcome = super().text_stages(page)
         self.conn.send(("text", self.indices[id(page)], outcome, self.deltas()))
         return outcome
 
