@@ -281,5 +281,6 @@ def test_every_reason_code_on_the_enrich_path_is_pre_initialised():
     # ... and no stale entry: only crash codes have a stage the scan cannot read (a variable).
     crashes = {("internal_error", s) for s in ("envelope", "extract", "clean", "language")}
     # agents/supervisor.py names the stage the child was in when it overran or died
-    crashes |= {(r, s) for r in ("timeout", "worker_crash") for s in ("extract", "clean", "language")}
+    text_stages = ("extract", "clean", "language")
+    crashes |= {(r, s) for r in ("timeout", "worker_crash") for s in text_stages}
     assert set(KNOWN_FAILURES) - found <= crashes, sorted(set(KNOWN_FAILURES) - found - crashes)
