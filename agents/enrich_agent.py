@@ -2,11 +2,11 @@
 
 `EnrichBatch` is the synchronous core (parse the envelope, run `agents.pipeline.Enricher`,
 encode the outcome); `attach_enrich_agent` is the thin Faust agent around it. The agent takes
-events in batches (`stream.take_events`) so spaCy can `nlp.pipe` them, and runs each batch in
-a one-thread executor: the event loop stays free for consumer heartbeats (the worker keeps its
-group membership through long batches), fetching and the web endpoint. Outputs are sent and
-their delivery awaited before the batch's offsets are acked, so a crash replays the batch
-(at-least-once) and stable article ids make the replay harmless.
+events in batches (`stream.noack_take`, acked by hand once delivered) so spaCy can `nlp.pipe`
+them, and runs each batch off the event loop, which stays free for consumer heartbeats (the
+worker keeps its group membership through long batches), fetching and the web endpoint.
+Outputs are sent and their delivery awaited before the batch is acked, so a crash or a stop
+mid-batch replays it (at-least-once) and stable article ids make the replay harmless.
 
 The worker enriches in a supervised child process with a per-page time budget
 (`agents/supervisor.py`, `NEWSFLOW_PAGE_TIMEOUT`): a page over budget is a `timeout` dead
@@ -249,7 +249,10 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
     @app.agent(raw_pages, name="enrich-pages")
     async def enrich_pages(stream):
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        # `noack_take`, acked by hand once the outcomes are delivered: `take_events` acks its
+        # batch when the agent is cancelled, and a stopping worker commits those acks, so a
+        # batch cut short by SIGTERM would be lost instead of handed back.
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
             items = [
                 (InputRef(e.message.topic, e.message.partition, e.message.offset,
                           e.message.key, len(e.message.value or b"")), e.message.value)
@@ -270,7 +273,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
                 stamps = [e.message.timestamp for e in events]
                 results = await loop.run_in_executor(executor, dedup.route, results, stamps,
                                                      Output)  # fmt: skip
-            # Delivery is confirmed before take_events acks the batch, so no offset is
+            # Delivery is confirmed before the batch is acked, so no offset is
             # committed whose outcome is not on the output topics (at-least-once).
             results = await deliver_batch(results)
             # A claim only once its page is delivered: no claim names an unseen article.
@@ -291,5 +294,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             stats.last_batch_size = len(items)
             stats.last_batch_seconds = time.perf_counter() - start
             stats.busy_seconds += stats.last_batch_seconds
+            for event in events:
+                await stream.ack(event)
 
     return enrich_pages, stats, executor
