@@ -26,7 +26,8 @@ verdict is gathered on the partition of the internal gather topic that owns its 
    order key and signature (`ask`/`info`) and runs `decide`. When `decide` is Pending on a
    younger candidate, it asks again for that one's final outcome; waits only go from older to
    younger articles, so they always end (see `agents.dedup.decide`).
-4. The verdict is stored, then the article goes to articles, or a duplicate record
+4. The verdict is stored, then the article goes to articles (by way of the stories agent,
+   agents/stories_agent.py, when stories are on), or a duplicate record
    (`{id, url, duplicate_of, kind, similarity}`) to duplicates, with the raw input's
    `newsflow-input` header: every input still has exactly one outcome.
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import os
 import weakref
@@ -75,6 +77,7 @@ from agents.dedup import (
     url_key,
 )
 from agents.records import Article, Failure
+from agents.stories_agent import STORIES, produced_header
 from streams.topics import INPUT_HEADER, WORKER_HEADER, InputRef, dead_letter_value
 
 log = logging.getLogger(__name__)
@@ -347,7 +350,9 @@ class GatherCore:
         partitions: int,
         worker: str = "",
         stats: DedupStats | None = None,
+        stories: bool = False,
     ) -> None:
+        self.stories = stories  # canonical articles go to the stories agent, not to articles
         self.records = records
         self.waiting = waiting
         self.cfg = cfg
@@ -556,6 +561,10 @@ class GatherCore:
                        (WORKER_HEADER, self.worker.encode()))  # fmt: skip
             doc = orjson.loads(article)
             record = Article.from_dict(doc)
+            if verdict is None and self.stories:  # counted when the stories agent sends it
+                headers += tuple(produced_header(meta.get("ts")))
+                sends.append(Send(STORIES, ident.encode(), article, 0, headers))
+                continue
             if verdict is None:
                 sends.append(Send(ARTICLES, ident.encode(), article, None, headers, record,
                                   meta.get("ts")))  # fmt: skip
@@ -682,6 +691,7 @@ class DedupRouter:
 # ------------------------------------------------------------------------------- Faust glue
 
 
+@functools.cache
 def _tracked_table_class():
     """A Faust Table that keeps the futures of its changelog records, so an agent can wait
     until the state behind its answers is durable before sending them."""
@@ -697,6 +707,24 @@ def _tracked_table_class():
             return self.__dict__.pop("unacked", [])
 
     return TrackedTable
+
+
+def declare_table(app: Any, settings: Any, name: str, help_text: str, partitions: int) -> Any:
+    """A bytes -> bytes tracked table on `app`, with bounded RocksDB memory and changelog
+    records up to our record size (the dedup and stories agents' state)."""
+    return app.tables.add(
+        _tracked_table_class()(
+            app,
+            name=name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=partitions,
+            beacon=app.tables.beacon,
+            help=help_text,
+            options=dict(ROCKSDB_OPTIONS),
+            extra_topic_configs={"max.message.bytes": str(settings.max_message_bytes)},
+        )
+    )
 
 
 def state_entries(table: Any) -> int:
@@ -721,7 +749,8 @@ def attach_dedup_agents(app: Any, topics: dict[str, Any], settings: Any) -> Dedu
     """Declare the dedup tables and the `dedup-claims` / `dedup-gather` agents on `app`.
 
     `topics` maps roles to Faust topics: GATHER, CLAIMS (internal), ARTICLES, DUPLICATES and
-    "dead_letter". Returns the router the enrich agent hands its articles to."""
+    "dead_letter", and STORIES when stories are on (canonical articles then go there).
+    Returns the router the enrich agent hands its articles to."""
     from faust.streams import _current_event  # Faust's own "event being processed" context
 
     from streams import metrics
@@ -730,22 +759,8 @@ def attach_dedup_agents(app: Any, topics: dict[str, Any], settings: Any) -> Dedu
     cfg: DedupConfig = settings.dedup_config
     partitions = settings.partitions
     stats = DedupStats()
-    table_class = _tracked_table_class()
-
     def table(name: str, help_text: str):
-        return app.tables.add(
-            table_class(
-                app,
-                name=name,
-                key_type=bytes,
-                value_type=bytes,
-                partitions=partitions,
-                beacon=app.tables.beacon,
-                help=help_text,
-                options=dict(ROCKSDB_OPTIONS),
-                extra_topic_configs={"max.message.bytes": str(settings.max_message_bytes)},
-            )
-        )
+        return declare_table(app, settings, name, help_text, partitions)
 
     tables = {
         "url": table("dedup-url-owners", "URL key -> id of the article that claimed it first"),
@@ -755,7 +770,8 @@ def attach_dedup_agents(app: Any, topics: dict[str, Any], settings: Any) -> Dedu
         "waiting": table("dedup-waiting", "article id + input -> article awaiting its verdict"),
     }
     claims = ClaimsCore(tables["url"], tables["exact"], tables["near"], cfg, partitions)
-    gather = GatherCore(tables["records"], tables["waiting"], cfg, partitions, worker_name(), stats)
+    gather = GatherCore(tables["records"], tables["waiting"], cfg, partitions, worker_name(), stats,
+                        stories=STORIES in topics)  # fmt: skip
 
     async def durable(own: Sequence[Any]) -> None:
         """Wait until the changelog records of the agent's own tables are acknowledged (the

@@ -14,9 +14,11 @@ letter, a page that kills the child a `worker_crash` one. With the budget at 0 t
 thread runs the `Enricher` itself, as `newsflow enrich` does.
 
 Failure policy: a bad input is a dead letter (never an exception); an article the broker
-refuses becomes an `output_rejected` dead letter; a dead letter the broker refuses, or an
-enrichment process that cannot be started at all, ends the process without committing (see
-`deliver_batch`), because Faust acks and commits a batch when its agent raises.
+refuses for good (too large, invalid) becomes an `output_rejected` dead letter; a send that
+fails otherwise (a delivery timeout in a broker outage, a lost connection), a dead letter the
+broker refuses, or an enrichment process that cannot be started at all ends the process
+without committing (see `deliver_batch`), because Faust acks and commits a batch when its
+agent raises.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.pipeline import Enricher
 from agents.records import Article, Failure, RawPage
+from agents.stories_agent import STORIES, produced_header
 from agents.supervisor import SupervisedEnricher, SupervisorError
 from streams import metrics
 from streams.envelope import parse_raw_page
+from streams.producer import record_refused
 from streams.settings import Settings
 from streams.topics import (
     InputRef,
@@ -182,7 +186,8 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
     """Declare the `enrich-pages` agent on `app`: consumes `raw_pages`, sends to
     `outputs[ARTICLES]` / `outputs[DEAD_LETTER]` (Faust topics). With `dedup` (an
     `agents.dedup_agent.DedupRouter`) articles go to its gather topic instead, each followed
-    by its first claim, and the dedup agents write the article or duplicate outcome.
+    by its first claim, and the dedup agents write the article or duplicate outcome. With
+    `outputs[STORIES]` (stories on) articles reach articles by way of the stories agent.
 
     Returns `(agent, stats, executor)`; the caller owns the executor's shutdown."""
     stats = AgentStats()
@@ -222,28 +227,29 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         return [r if isinstance(r, BaseException) else None for r in results]
 
     async def deliver_batch(results: list[Output]) -> list[Output]:
-        """Deliver a batch's outputs; an article the broker refuses becomes a dead letter.
-        If even a dead letter cannot be written, stop the process at once: Faust would ack
-        and commit the batch on an agent error, losing it, while a dead process keeps it
-        uncommitted, so it is replayed when the worker is restarted."""
+        """Deliver a batch's outputs; an article the broker refuses for good (too large,
+        invalid: `record_refused`) becomes a dead letter. Any other failure (a delivery
+        timeout in an outage, a lost connection) or a dead letter that cannot be written
+        stops the process at once: Faust would ack and commit the batch on an agent error,
+        losing it, while a dead process keeps it uncommitted, so it is replayed when the
+        worker is restarted."""
         errors = await deliver(results)
-        refused = [(out, err) for out, err in zip(results, errors, strict=True) if err]
-        if not refused:
+        failed = [(out, err) for out, err in zip(results, errors, strict=True) if err]
+        if not failed:
             return results
-        fallback = [work.rejected(out, err) for out, err in refused
-                    if out.role != DEAD_LETTER]  # fmt: skip
-        fatal = [err for out, err in refused if out.role == DEAD_LETTER]
-        for out, err in refused:
-            log.error("broker refused %s record for %s[%d]@%d: %r", out.role, out.ref.topic,
-                      out.ref.partition, out.ref.offset, err)  # fmt: skip
+        for out, err in failed:
+            log.error("broker did not take %s record for %s[%d]@%d: %r", out.role,
+                      out.ref.topic, out.ref.partition, out.ref.offset, err)  # fmt: skip
+        for_good = [out.role != DEAD_LETTER and record_refused(err) for out, err in failed]
+        refused = [item for item, good in zip(failed, for_good, strict=True) if good]
+        fatal = [err for (_, err), good in zip(failed, for_good, strict=True) if not good]
+        fallback = [] if fatal else [work.rejected(out, err) for out, err in refused]
         fatal += [err for err in await deliver(fallback) if err]
         if fatal:
-            log.critical("cannot write dead letters (%r); exiting without committing", fatal[0])
+            log.critical("cannot deliver outputs (%r); exiting without committing", fatal[0])
             logging.shutdown()
             os._exit(70)  # EX_SOFTWARE; the batch replays after the restart
-        replaced = {id(out): new for (out, _), new in
-                    zip((r for r in refused if r[0].role != DEAD_LETTER), fallback,
-                        strict=True)}  # fmt: skip
+        replaced = {id(out): new for (out, _), new in zip(refused, fallback, strict=True)}
         return [replaced.get(id(out), out) for out in results]
 
     @app.agent(raw_pages, name="enrich-pages")
@@ -273,6 +279,11 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
                 stamps = [e.message.timestamp for e in events]
                 results = await loop.run_in_executor(executor, dedup.route, results, stamps,
                                                      Output)  # fmt: skip
+            elif STORIES in outputs:  # no dedup: articles go to the stories agent directly
+                results = [replace(out, role=STORIES, partition=0,
+                                   headers=[*out.headers, *produced_header(e.message.timestamp)])
+                           if out.role == ARTICLES else out
+                           for e, out in zip(events, results, strict=True)]  # fmt: skip
             # Delivery is confirmed before the batch is acked, so no offset is
             # committed whose outcome is not on the output topics (at-least-once).
             results = await deliver_batch(results)

@@ -530,6 +530,7 @@ class StoryIndex:
         )
         self.watermark = -math.inf
         self._swept_hour: int | None = None
+        self._swept_bucket: int | None = None
 
     def add(self, article: StoryFeatures) -> Assignment:
         """Place one article: join the best live story or open a new one; update all state."""
@@ -598,14 +599,18 @@ class StoryIndex:
         story.keys = sorted(set(story.keys) | set(keys))
 
     def _maybe_expire(self) -> None:
-        """At most once per hour of stream time: drop expired stories, their postings and
-        document frequencies that left the horizon. Costs one pass over the live state."""
+        """At most once per hour of stream time, drop expired stories and their postings; at
+        most once per df bucket, document frequencies that left the horizon. Each costs one
+        pass over that part of the state (the df sweep the larger: every word seen)."""
         hour = int(self.watermark // 3600)
         if self._swept_hour == hour:
             return
         self._swept_hour = hour
         self.expire(self.watermark)
-        self.df.sweep(int(self.watermark // DAY))
+        bucket = self.df.bucket(int(self.watermark // DAY))
+        if self._swept_bucket != bucket:
+            self._swept_bucket = bucket
+            self.df.sweep(int(self.watermark // DAY))
 
     def expire(self, now: float) -> int:
         """Drop stories whose latest article is more than the window before `now`."""

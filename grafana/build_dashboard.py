@@ -392,6 +392,56 @@ def panels() -> list[dict[str, Any]]:
         8,
     )
 
+    lay.row("Stories")
+    stories = "newsflow_story_assignments_total"
+    lay.panel(
+        timeseries(
+            "New stories per second",
+            "Articles that opened a story (no live story close enough), against all articles "
+            "given a story. A news day opens new stories steadily; a flat zero with articles "
+            "flowing means every article joins one (threshold too low).",
+            targets(
+                (f'sum (rate({stories}{{{SEL},outcome="new"}}[{W}]))', "new stories"),
+                (f'sum (rate({stories}{{{SEL},outcome=~"new|joined"}}[{W}]))', "articles"),
+            ),
+            "reqps",
+        ),
+        10,
+        8,
+    )
+    lay.panel(
+        timeseries(
+            "Articles per story",
+            "Articles given a story per story opened, over the window: how many reports a "
+            "story gathers. Near 1: stories are not joining (threshold too high or a broken "
+            "entity stage); climbing without a big event: unrelated stories merging.",
+            targets(
+                (
+                    f'sum (rate({stories}{{{SEL},outcome=~"new|joined"}}[{W}])) / '
+                    f'sum (rate({stories}{{{SEL},outcome="new"}}[{W}]))',
+                    "articles per story",
+                )
+            ),
+            "short",
+        ),
+        7,
+        8,
+    )
+    lay.panel(
+        timeseries(
+            "Live stories and held articles",
+            "Stories still joinable (inside NEWSFLOW_STORY_WINDOW_HOURS), and articles held "
+            "up to NEWSFLOW_STORY_HOLD seconds so they are assigned in date order.",
+            targets(
+                (f"sum (newsflow_stories_live{{{SEL}}})", "live stories"),
+                (f"sum (newsflow_stories_held{{{SEL}}})", "held articles"),
+            ),
+            "short",
+        ),
+        7,
+        8,
+    )
+
     lay.row("Kafka and state")
     lay.panel(
         timeseries(

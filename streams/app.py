@@ -19,7 +19,8 @@ import faust
 
 from agents.dedup_agent import CLAIMS, GATHER, attach_dedup_agents
 from agents.enrich_agent import ARTICLES, DEAD_LETTER, AgentStats, attach_enrich_agent
-from streams import metrics
+from agents.stories_agent import STORIES, attach_story_agent
+from streams import metrics, stall
 from streams.settings import Settings
 from streams.topics import TopicNames, worker_name
 
@@ -38,6 +39,7 @@ class NewsflowApp:
     agent: Any
     stats: AgentStats
     dedup: Any = None  # agents.dedup_agent.DedupAgents when NEWSFLOW_DEDUP is on
+    stories: Any = None  # agents.stories_agent.StoryAgents when NEWSFLOW_STORIES is on
 
 
 def broker_url(settings: Settings) -> str:
@@ -76,6 +78,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "producer_compression_type": None if settings.producer_compression == "none"
         else settings.producer_compression,
         "producer_acks": -1 if settings.producer_acks == "all" else int(settings.producer_acks),
+        "producer_request_timeout": settings.delivery_timeout,
         "processing_guarantee": "exactly_once" if settings.exactly_once else "at_least_once",
     }
 
@@ -96,20 +99,23 @@ def create_app(settings: Settings) -> NewsflowApp:
         DEAD_LETTER: raw_topic(names.dead_letter),
         "duplicates": raw_topic(names.duplicates),
     }
-    dedup = None
-    if settings.dedup:
-        # Internal topics: declared internal too, so Faust creates them (with our partition
-        # count and record size) even when NEWSFLOW_CREATE_TOPICS is off.
-        config = {"max.message.bytes": str(settings.max_message_bytes)}
-        for role, name in ((GATHER, names.dedup_gather), (CLAIMS, names.dedup_claims)):
+    # Internal topics: declared internal too, so Faust creates them (with our partition count
+    # and record size) even when NEWSFLOW_CREATE_TOPICS is off.
+    config = {"max.message.bytes": str(settings.max_message_bytes)}
+    internal = ((GATHER, names.dedup_gather), (CLAIMS, names.dedup_claims),
+                (STORIES, names.stories))  # fmt: skip
+    for role, name in internal:
+        if name:
             topics[role] = app.topic(name, key_type=bytes, value_type=bytes,
                                      key_serializer="raw", value_serializer="raw",
-                                     partitions=settings.partitions, internal=True,
-                                     config=config)  # fmt: skip
-        dedup = attach_dedup_agents(app, topics, settings)
+                                     partitions=names.partitions(name, settings),
+                                     internal=True, config=config)  # fmt: skip
+    stories = attach_story_agent(app, topics, settings) if settings.stories else None
+    dedup = attach_dedup_agents(app, topics, settings) if settings.dedup else None
     agent, stats, executor = attach_enrich_agent(app, topics["raw_pages"], topics, settings,
                                                  dedup=dedup and dedup.router)  # fmt: skip
     metrics.install(app, topics=[names.raw_pages])  # /metrics on the web port, lag timer
+    stall.install(app)  # re-reads a message Faust dropped around a recovery (stall.py)
     worker = worker_name()
 
     @app.page(STATUS_PATH)
@@ -124,10 +130,11 @@ def create_app(settings: Settings) -> NewsflowApp:
             "partitions": [p for _, p in assigned],
             **stats.to_dict(),
             "dedup": dedup.stats.to_dict() if dedup else None,
+            "stories_held": len(stories.buffer) if stories else None,
         })  # fmt: skip
 
     @app.on_before_shutdown.connect
     async def stop_executor(sender: Any, **_kwargs: Any) -> None:
         executor.shutdown(wait=False, cancel_futures=True)
 
-    return NewsflowApp(app, settings, topics, agent, stats, dedup)
+    return NewsflowApp(app, settings, topics, agent, stats, dedup, stories)

@@ -103,7 +103,7 @@ def cmd_enrich(args: argparse.Namespace, settings: Settings) -> int:
     if args.dedup:
         outcomes = with_dedup(outcomes, settings)
     if args.stories:
-        outcomes = with_stories(outcomes)
+        outcomes = with_stories(outcomes, settings)
     for source, outcome in outcomes:
         if isinstance(outcome, Failure):
             counts[outcome.reason] += 1
@@ -136,16 +136,20 @@ def with_dedup(
 
 
 def with_stories(
-    outcomes: Iterator[tuple[str, Article | Failure]],
+    outcomes: Iterator[tuple[str, Article | Failure]], settings: Settings
 ) -> Iterator[tuple[str, Article | Failure]]:
-    """Give each article its `story_id`, in input order (callers sort inputs by date). An
-    article with no usable time (no date, no fetched_at) keeps `story_id` None."""
+    """Give each article its `story_id`, in input order (callers sort inputs by date), as the
+    worker's stories agent does. An article with no usable time (no date, no fetched_at) keeps
+    `story_id` None; so does a duplicate (its story is its canonical's), as on the worker."""
+    import time
+
     from agents.stories import StoryIndex, features
 
-    index = StoryIndex()
+    index = StoryIndex(settings.story_config)
+    now = time.time()
     for source, outcome in outcomes:
-        if isinstance(outcome, Article):
-            feats = features(outcome, index.config)
+        if isinstance(outcome, Article) and not outcome.duplicate_of:
+            feats = features(outcome, index.config, now=now)
             if not isinstance(feats, Failure):
                 outcome.story_id = index.add(feats).story_id
         yield source, outcome
@@ -327,6 +331,40 @@ def tail_line(kind: str, record) -> str:
     return f"{where:>10}  {lang:<3} {ents:>3} ent  {title:<60}  {doc.get('url')}"
 
 
+class StoryBoard:
+    """`newsflow tail --stories`: the live stories seen on the articles topic, each with its
+    articles (a replayed article is not counted twice)."""
+
+    def __init__(self) -> None:
+        self.stories: dict[str, dict[str, str]] = {}  # story id -> article id -> title
+
+    def add(self, doc: dict) -> dict:
+        """Record one article; returns what `tail` prints for it."""
+        story, ident = doc.get("story_id"), str(doc.get("id"))
+        members = self.stories.setdefault(story, {}) if story else {}
+        new_story = story is not None and not members
+        if story:
+            members.setdefault(ident, str(doc.get("title") or doc.get("url") or ident))
+        return {"story_id": story, "articles": len(members), "new_story": new_story,
+                "id": ident, "title": doc.get("title"), "url": doc.get("url"),
+                "date": doc.get("date")}  # fmt: skip
+
+    @staticmethod
+    def line(entry: dict) -> str:
+        story = entry["story_id"] or "(no story: no date)"
+        mark = "new" if entry["new_story"] else f"{entry['articles']:>3}"
+        return f"{story:<24} {mark:>3}  {(entry['title'] or entry['url'] or '')[:90]}"
+
+    def summary(self, top: int = 20, titles: int = 5) -> str:
+        """The biggest stories with their articles' titles."""
+        ranked = sorted(self.stories.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+        lines = [f"{len(self.stories)} stories; the {len(ranked)} largest:"]
+        for story, members in ranked:
+            lines.append(f"  {story}  {len(members)} article(s)")
+            lines.extend(f"      {t[:100]}" for t in list(members.values())[:titles])
+        return "\n".join(lines)
+
+
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -337,7 +375,10 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     topic = {"articles": settings.topic_articles, "dead-letter": settings.topic_dead_letter,
              "duplicates": settings.topic_duplicates,
              "raw-pages": settings.topic_raw_pages}[args.topic]  # fmt: skip
+    if args.stories:
+        topic = settings.topic_articles
     out = sys.stdout.buffer
+    board = StoryBoard()
 
     async def run() -> int:
         count = 0
@@ -345,7 +386,18 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         records = read_records(settings, [topic], start=start, idle_timeout=args.idle_timeout,
                                limit=args.limit)  # fmt: skip
         async for record in records:
-            if args.format == "json":
+            if args.stories:
+                try:
+                    doc = orjson.loads(record.value or b"null")
+                except orjson.JSONDecodeError:
+                    doc = None
+                if not isinstance(doc, dict):
+                    continue
+                entry = board.add(doc)
+                line = orjson.dumps(entry) if args.format == "json" else \
+                    board.line(entry).encode("utf-8", "replace")
+                out.write(line + b"\n")
+            elif args.format == "json":
                 out.write((record.value or b"null") + b"\n")
             else:
                 out.write(tail_line(args.topic, record).encode("utf-8", "replace") + b"\n")
@@ -358,10 +410,14 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     try:
         count = asyncio.run(run())
     except KeyboardInterrupt:
+        if args.stories and args.format == "summary":
+            print(board.summary())
         return 130
     except (LookupError, KafkaError) as exc:
         print(f"newsflow tail: {exc}", file=sys.stderr)
         return 1
+    if args.stories and args.format == "summary":
+        print(board.summary())
     print(f"newsflow tail: {count} records from {topic}", file=sys.stderr)
     return 0
 
@@ -444,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tail", help="print records of an output topic as they arrive")
     p.add_argument("topic", nargs="?", choices=TAIL_TOPICS, default="articles")
+    p.add_argument("--stories", action="store_true",
+                   help="live stories: each article with its story and the story's size so "
+                   "far; with --format summary, the largest stories at the end")  # fmt: skip
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     p.add_argument("--limit", type=int, help="stop after this many records")
     p.add_argument("--idle-timeout", type=float,

@@ -178,6 +178,8 @@ class OutcomeTally:
             "articles": kinds.get("article", 0),
             "dead_letters": kinds.get("dead_letter", 0),
             "duplicates": kinds.get("duplicate", 0),
+            "stories": len({(o.value or {}).get("story_id") for o in self.outcomes.values()
+                            if o.kind == "article" and (o.value or {}).get("story_id")}),
             "dead_letter_reasons": dict(reasons.most_common()),
             "languages": dict(languages.most_common()),
             "top_entities": [

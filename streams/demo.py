@@ -301,7 +301,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                    f"{summary['workers_used']} of {summary['workers']} worker(s) busy"),
         ("pages in", f"{summary['pages_in']} (sent {summary['sent']}, skipped "
                      f"{summary['skipped']}, failed {summary['failed']})"),
-        ("articles", str(summary["articles"])),
+        ("articles", f"{summary['articles']} in {summary['stories']} stories"),
         ("dead letters", f"{summary['dead_letters']}  {counts(summary['dead_letter_reasons'])}"
                          if summary["dead_letters"] else "0"),
         ("duplicates", str(summary["duplicates"])),

@@ -91,6 +91,7 @@ KNOWN_FAILURES = (
     ("output_rejected", "output"),
 )  # fmt: skip
 END_TO_END_CLOCKS = ("fetched", "produced")
+STORY_OUTCOMES = ("new", "joined", "no_time")
 
 # ISO 639-1, plus "und" (undetermined) as agents/language.py answers it.
 _ISO_639_1_CODES = """
@@ -294,6 +295,26 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self.story_assignments = Counter(
+            "story_assignments",
+            "Articles given a story: outcome=new opened one, joined joined a live one, "
+            "no_time had no usable date (story_id null).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self.stories_live = Gauge(
+            "stories_live",
+            "Stories in the state of this worker's stories partition (joinable, in window).",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self.stories_held = Gauge(
+            "stories_held",
+            "Articles held before story assignment so they are assigned in date order.",
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self.build = Info(
             "build",
             "Version of the running newsflow worker.",
@@ -319,6 +340,8 @@ class Metrics:
             self.dead_letters.labels(reason=reason, stage=stage)
         for clock in END_TO_END_CLOCKS:
             self.end_to_end.labels(clock=clock)
+        for outcome in STORY_OUTCOMES:
+            self.story_assignments.labels(outcome=outcome)
         for stage in ("extract", "clean", "language", "entities"):
             self.stage_seconds.labels(stage=stage)
 
@@ -391,6 +414,20 @@ class Metrics:
         for stage, (seconds, calls) in after.items():
             seconds0, calls0 = before.get(stage, (0.0, 0))
             self.observe_stage_seconds(stage, seconds - seconds0, calls - calls0)
+
+    def record_story(self, outcome: Any) -> None:
+        """Count one story assignment (`agents.stories.Assignment`) or its Failure (no
+        usable time). A replayed article (size 0: its story was counted) is not counted."""
+        if isinstance(outcome, Failure):
+            self.story_assignments.labels(outcome="no_time").inc()
+        elif outcome.size:
+            self.story_assignments.labels(outcome="new" if outcome.new else "joined").inc()
+
+    def set_stories_live(self, stories: int) -> None:
+        self.stories_live.set(stories)
+
+    def set_stories_held(self, held: int) -> None:
+        self.stories_held.set(held)
 
     def set_dedup_state_size(self, kind: str, entries: int) -> None:
         self.dedup_entries.labels(kind=self._kind(kind)).set(entries)

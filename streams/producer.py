@@ -102,6 +102,23 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def record_refused(error: BaseException) -> bool:
+    """True if the broker (or the client, before sending) refused this one record for good:
+    too large for the topic, invalid, not authorised. Sending it again cannot help, so the
+    worker dead-letters its input (`output_rejected`). False for everything else, above all a
+    delivery timeout (`KafkaTimeoutError`, the broker unreachable for longer than
+    `NEWSFLOW_DELIVERY_TIMEOUT`) and connection or other retriable errors: the record is
+    fine and the broker may come back, so a dead letter would lose a good page; the worker
+    exits without committing instead, and the batch replays after the restart."""
+    from aiokafka.errors import BrokerResponseError, KafkaError, RecordTooLargeError
+
+    while not isinstance(error, KafkaError) and isinstance(error.__cause__, BaseException):
+        error = error.__cause__  # Faust raises ProducerSendError from the aiokafka error
+    if isinstance(error, RecordTooLargeError):
+        return True
+    return isinstance(error, BrokerResponseError) and not error.retriable
+
+
 def host_partition(url: str, partitions: int) -> int:
     """The partition for a URL's host: murmur2 like Kafka's default partitioner, so the
     mapping is the one a Java producer keyed by host would pick."""

@@ -17,6 +17,7 @@ from agents.entities import EntitiesConfig
 from agents.extract import ExtractConfig
 from agents.language import LanguageConfig
 from agents.pipeline import PipelineConfig
+from agents.stories import StoryConfig
 from agents.supervisor import PageBudget
 from streams.envelope import EnvelopeLimits
 
@@ -75,6 +76,16 @@ class Settings:
     dedup: bool = True
     # Near-duplicate threshold: estimated Jaccard similarity of 3-word shingles (DedupConfig).
     dedup_threshold: float = 0.4
+    # Story clustering (agents/stories_agent.py): every article gets a `story_id` grouping
+    # reports of one event, assigned on one internal partition after dedup. Off: story_id null.
+    stories: bool = True
+    # Seconds each article is held before its story is assigned: articles that reach the
+    # stories partition this far apart are still assigned in publication order, as
+    # `newsflow enrich --stories` does over date-sorted input. Adds that much latency, so it
+    # is off for live streams (arrival order); set it for backfills (README, "Story clustering").
+    story_hold: float = 0.0
+    # A story stays joinable this long after its latest article, then leaves the state.
+    story_window_hours: float = 96.0
     # Producer (`newsflow produce` and the worker's output topics).
     producer_linger_ms: int = 20
     producer_batch_bytes: int = 1_048_576
@@ -83,6 +94,10 @@ class Settings:
     producer_retries: int = 3
     producer_retry_backoff: float = 0.5
     producer_max_in_flight: int = 256
+    # The worker's producer: how long an output record may wait for the broker's
+    # acknowledgement (Faust's producer_request_timeout). A broker unreachable for longer
+    # makes the worker exit without committing; its batch replays after the restart.
+    delivery_timeout: float = 1200.0
     # Real Kafka only: Tansu 0.6.0 refuses InitProducerId, so both stay off by default.
     producer_idempotence: bool = False
     exactly_once: bool = False
@@ -111,12 +126,13 @@ class Settings:
         positive = ("partitions", "replication_factor", "max_page_bytes", "max_url_chars",
                     "max_field_chars", "max_message_bytes", "batch_size", "producer_batch_bytes",
                     "producer_max_in_flight", "session_timeout", "heartbeat_interval",
-                    "rebalance_timeout", "request_timeout")  # fmt: skip
+                    "rebalance_timeout", "request_timeout", "delivery_timeout")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV_NAMES[name]}={getattr(self, name)} must be positive")
         for name in ("batch_within", "producer_linger_ms", "producer_retries",
-                     "producer_retry_backoff", "page_timeout", "page_timeout_per_mb"):  # fmt: skip
+                     "producer_retry_backoff", "page_timeout", "page_timeout_per_mb",
+                     "story_hold"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise SettingsError(f"{ENV_NAMES[name]}={getattr(self, name)} must not be negative")
         if not 0 <= self.web_port <= 65535:
@@ -131,6 +147,10 @@ class Settings:
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise SettingsError(
                 f"NEWSFLOW_DEDUP_THRESHOLD={self.dedup_threshold} must be in (0, 1]"
+            )
+        if self.story_window_hours <= 0:
+            raise SettingsError(
+                f"NEWSFLOW_STORY_WINDOW_HOURS={self.story_window_hours} must be positive"
             )
         if not self.store.startswith(STORES):
             raise SettingsError(f"NEWSFLOW_STORE={self.store!r}: memory:// or rocksdb://")
@@ -171,6 +191,11 @@ class Settings:
         """The deduplication settings: `DedupConfig`'s measured defaults, our threshold."""
         return replace(DedupConfig(), threshold=self.dedup_threshold,
                        max_url_chars=self.max_url_chars)  # fmt: skip
+
+    @property
+    def story_config(self) -> StoryConfig:
+        """The story clustering settings: `StoryConfig`'s measured defaults, our window."""
+        return replace(StoryConfig(), window_hours=self.story_window_hours)
 
     @property
     def servers(self) -> list[str]:
@@ -241,6 +266,9 @@ ENV_NAMES = {
     "page_timeout_per_mb": "NEWSFLOW_PAGE_TIMEOUT_PER_MB",
     "dedup": "NEWSFLOW_DEDUP",
     "dedup_threshold": "NEWSFLOW_DEDUP_THRESHOLD",
+    "stories": "NEWSFLOW_STORIES",
+    "story_hold": "NEWSFLOW_STORY_HOLD",
+    "story_window_hours": "NEWSFLOW_STORY_WINDOW_HOURS",
     "producer_linger_ms": "NEWSFLOW_PRODUCER_LINGER_MS",
     "producer_batch_bytes": "NEWSFLOW_PRODUCER_BATCH_BYTES",
     "producer_compression": "NEWSFLOW_PRODUCER_COMPRESSION",
@@ -248,6 +276,7 @@ ENV_NAMES = {
     "producer_retries": "NEWSFLOW_PRODUCER_RETRIES",
     "producer_retry_backoff": "NEWSFLOW_PRODUCER_RETRY_BACKOFF",
     "producer_max_in_flight": "NEWSFLOW_PRODUCER_MAX_IN_FLIGHT",
+    "delivery_timeout": "NEWSFLOW_DELIVERY_TIMEOUT",
     "producer_idempotence": "NEWSFLOW_PRODUCER_IDEMPOTENCE",
     "exactly_once": "NEWSFLOW_EXACTLY_ONCE",
     "one_record_per_batch": "NEWSFLOW_ONE_RECORD_PER_BATCH",

@@ -8,7 +8,9 @@
 Internal, with `NEWSFLOW_DEDUP` on (agents/dedup_agent.py; names derived from the app id):
 `<app id>-dedup-claims` (one partition owns each URL key, fingerprint and LSH band key) and
 `<app id>-dedup-gather` (one partition owns each article id's verdict). Faust creates the
-changelog topics of the dedup tables itself (`<app id>-dedup-*-changelog`).
+changelog topics of the dedup tables itself (`<app id>-dedup-*-changelog`). With
+`NEWSFLOW_STORIES` on: `<app id>-stories`, one partition, canonical articles on their way to
+the story agent (agents/stories_agent.py), and its tables' `<app id>-stories-*-changelog`.
 
 Schemas: `streams/schemas/{raw-page,article,dead-letter,duplicate}.schema.json`. Every outcome
 record (articles, dead-letter, duplicates) carries the header `newsflow-input` = JSON
@@ -51,13 +53,16 @@ class TopicNames:
     duplicates: str
     dedup_claims: str = ""  # internal; "" when dedup is off
     dedup_gather: str = ""
+    stories: str = ""  # internal, one partition; "" when stories are off
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TopicNames:
         internal = ((f"{settings.app_id}-dedup-claims", f"{settings.app_id}-dedup-gather")
                     if settings.dedup else ("", ""))  # fmt: skip
+        stories = f"{settings.app_id}-stories" if settings.stories else ""
         return cls(settings.topic_raw_pages, settings.topic_articles,
-                   settings.topic_dead_letter, settings.topic_duplicates, *internal)  # fmt: skip
+                   settings.topic_dead_letter, settings.topic_duplicates, *internal,
+                   stories)  # fmt: skip
 
     @property
     def outcomes(self) -> tuple[str, str, str]:
@@ -66,8 +71,13 @@ class TopicNames:
 
     @property
     def internal(self) -> tuple[str, ...]:
-        """Topics only the workers read and write (the dedup agents')."""
-        return tuple(name for name in (self.dedup_claims, self.dedup_gather) if name)
+        """Topics only the workers read and write (the dedup and stories agents')."""
+        return tuple(n for n in (self.dedup_claims, self.dedup_gather, self.stories) if n)
+
+    def partitions(self, name: str, settings: Settings) -> int:
+        """The stories topic has one partition (one agent decides every story); the rest
+        have `NEWSFLOW_PARTITIONS`."""
+        return 1 if name == self.stories else settings.partitions
 
     def all(self) -> tuple[str, ...]:
         return (self.raw_pages, *self.outcomes, *self.internal)
@@ -101,13 +111,14 @@ async def ensure_topics(settings: Settings, names: tuple[str, ...] | None = None
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    names = names or TopicNames.from_settings(settings).all()
+    known = TopicNames.from_settings(settings)
+    names = names or known.all()
     config = {"max.message.bytes": str(settings.max_message_bytes)}
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        new = [NewTopic(n, settings.partitions, settings.replication_factor, topic_configs=config)
-               for n in names]  # fmt: skip
+        new = [NewTopic(n, known.partitions(n, settings), settings.replication_factor,
+                        topic_configs=config) for n in names]  # fmt: skip
         response = await admin.create_topics(new, timeout_ms=int(settings.request_timeout * 1000))
         created = []
         for name, code, message in (e[:3] for e in response.topic_errors):

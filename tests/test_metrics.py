@@ -91,6 +91,24 @@ def test_every_page_ends_as_exactly_one_outcome(metrics):
     assert value(metrics, "newsflow_articles_by_language_total", language="en") == 1
 
 
+def test_story_assignments_count_new_joined_and_undated_but_not_replays(metrics):
+    from agents.stories import Assignment
+
+    for outcome in ("new", "joined", "no_time"):
+        assert value(metrics, "newsflow_story_assignments_total", outcome=outcome) == 0
+    metrics.record_story(Assignment("s-a", True, 0.0, 1))
+    metrics.record_story(Assignment("s-a", False, 0.4, 2))
+    metrics.record_story(Assignment("s-a", False, 0.0, 0))  # a replayed article: counted before
+    metrics.record_story(Failure("no_time", "stories"))
+    metrics.set_stories_live(7)
+    metrics.set_stories_held(3)
+    assert value(metrics, "newsflow_story_assignments_total", outcome="new") == 1
+    assert value(metrics, "newsflow_story_assignments_total", outcome="joined") == 1
+    assert value(metrics, "newsflow_story_assignments_total", outcome="no_time") == 1
+    assert value(metrics, "newsflow_stories_live") == 7
+    assert value(metrics, "newsflow_stories_held") == 3
+
+
 def test_entities_are_counted_per_distinct_entity_by_label(metrics):
     metrics.page_received(1)
     entities = [Entity("Palmyra", "GPE", 4), Entity("Syria", "GPE", 1), Entity("ISIS", "ORG", 2)]

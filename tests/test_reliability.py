@@ -1,7 +1,8 @@
 """Reliability through a real broker and real workers: a soak of bad inputs mixed with real
-pages, a frozen broker, and a graceful stop. Each counts outcomes per input (the
-`newsflow-input` header), so "nothing lost" means every input record has exactly the outcome
-a fault-free run gives it.
+pages, a frozen broker (for less and for more than the delivery timeout), and a graceful
+stop. Each counts outcomes per input (the `newsflow-input` header), so "nothing lost" means
+every input record has exactly the outcome a fault-free run gives it. The crash test (kill -9)
+is in tests/test_crash_restart.py.
 
     .venv/bin/python -m pytest tests/test_reliability.py -q                    # suite sizes
     NEWSFLOW_FULL_TESTS=1 .venv/bin/python -m pytest tests/test_reliability.py -s  # README
@@ -19,6 +20,7 @@ import signal
 import time
 import urllib.request
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 FULL = os.environ.get("NEWSFLOW_FULL_TESTS", "").strip() == "1"
 SOAK_BAD_INPUTS = 10_000 if FULL else 1_000
 FREEZE_SECONDS = 30.0
+DELIVERY_TIMEOUT = 4.0  # NEWSFLOW_DELIVERY_TIMEOUT for the outage past it
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 Record = tuple[str, bytes | None, bytes | None]  # (label, key, value)
 
@@ -202,30 +205,41 @@ def test_soak_bad_inputs_mixed_with_real_pages(broker, tmp_path):  # noqa: F811
         assert pool.stop_all() == [0], "the worker did not shut down cleanly"
 
 
+@contextmanager
+def busy_worker(tmp_path: Path, records: list[Record], at: int, **overrides):
+    """A broker of the test's own (the session's is not ours to freeze) and one worker, given
+    `records`; yields `(tansu, settings, pool, worker, labels)` once `at` of them have an
+    outcome and some have not."""
+    with EmbeddedBroker() as tansu:
+        settings = fresh_settings(Broker(tansu.bootstrap_servers, embedded=True),
+                                  tmp_path / "state", max_page_bytes=1_000_000,
+                                  **overrides)  # fmt: skip
+        pool = Workers(tmp_path / "workers")
+        pool.workdir.mkdir()
+        try:  # from here on the test stops the pool (and checks its exit codes)
+            asyncio.run(ensure_topics(settings))
+            (worker,) = pool.start(settings, 1)
+            labels = asyncio.run(produce(settings, records))
+            tally = OutcomeTally(expected=set(labels))
+            stop = lambda: len(tally.outcomes) >= at  # noqa: E731
+            asyncio.run(wait_for_outcomes(settings, tally, timeout=120, should_stop=stop))
+            assert at <= len(tally.outcomes) < len(labels), "freeze it while it has work"
+        except BaseException:
+            pool.stop_all()
+            raise
+        yield tansu, settings, pool, worker, labels
+
+
 # --- broker outage -----------------------------------------------------------------------------
 
 
 def test_a_frozen_broker_loses_nothing_and_the_worker_recovers_alone(tmp_path):
     """SIGSTOP the broker for 30 s while the worker has a backlog, then SIGCONT: no restart by
     anyone, and every page still ends as the article (or dead letter) a fault-free run gives."""
-    with EmbeddedBroker() as tansu:  # its own broker: the session's is not ours to freeze
-        settings = fresh_settings(Broker(tansu.bootstrap_servers, embedded=True),
-                                  tmp_path / "state", max_page_bytes=1_000_000)  # fmt: skip
-        records = good_records() + list(bad_records(60, seed=3))
-        random.Random(3).shuffle(records)
-        pool = Workers(tmp_path / "workers")
-        pool.workdir.mkdir()
+    records = good_records() + list(bad_records(60, seed=3))
+    random.Random(3).shuffle(records)
+    with busy_worker(tmp_path, records, 30) as (tansu, settings, pool, worker, labels):
         try:
-            asyncio.run(ensure_topics(settings))
-            (worker,) = pool.start(settings, 1)
-            labels = asyncio.run(produce(settings, records))
-            tally = OutcomeTally(expected=set(labels))
-            asyncio.run(
-                wait_for_outcomes(
-                    settings, tally, timeout=120, should_stop=lambda: len(tally.outcomes) >= 30
-                )
-            )
-            assert 30 <= len(tally.outcomes) < len(labels), "freeze it while it has work"
             os.kill(tansu.proc.pid, signal.SIGSTOP)
             try:
                 time.sleep(FREEZE_SECONDS)
@@ -246,6 +260,51 @@ def test_a_frozen_broker_loses_nothing_and_the_worker_recovers_alone(tmp_path):
             )
         finally:
             assert pool.stop_all() == [0], "the worker did not shut down cleanly"
+
+
+def test_an_outage_past_the_delivery_timeout_stops_the_worker_without_committing(tmp_path):
+    """The broker frozen for longer than NEWSFLOW_DELIVERY_TIMEOUT: the worker's sends time
+    out and it exits (70) with the batch uncommitted, instead of turning good pages into
+    `output_rejected` dead letters (the broker is back before such dead letters would time
+    out, so they would be written). Restarted, it gives every input its fault-free outcome."""
+    records = good_records()[:40] + list(bad_records(10, seed=4))
+    random.Random(4).shuffle(records)
+    overrides = {"dedup": False, "delivery_timeout": DELIVERY_TIMEOUT}
+    with busy_worker(tmp_path, records, 8, **overrides) as (tansu, settings, pool, worker, labels):
+        try:
+            os.kill(tansu.proc.pid, signal.SIGSTOP)
+            try:  # every send started in the next ~2 s times out; then the broker is back
+                time.sleep(DELIVERY_TIMEOUT + 3)
+            finally:
+                os.kill(tansu.proc.pid, signal.SIGCONT)
+            assert worker.proc.wait(60) == 70, worker.log_tail()
+
+            committed = asyncio.run(committed_offsets(settings))
+            before = OutcomeTally(expected=set(labels))
+            asyncio.run(wait_for_outcomes(settings, before, timeout=10))  # all written so far
+            reasons = Counter(outcome_of(before, p) for p in before.outcomes)
+            assert reasons[("dead_letter", "output_rejected")] == 0, reasons
+            committed_inputs = {p for p in labels if p[2] < committed.get(p[1], 0)}
+            # Nothing is committed whose outcome is not written (the failed batch is not),
+            # except pages handed on to a later stage (stories), whose own topic holds them
+            # until the restart (checked below); never a lost dead letter.
+            pending = committed_inputs - set(before.outcomes)
+            assert all(labels[p].startswith("good:") for p in pending), pending
+            assert len(before.outcomes) < len(labels)
+
+            pool.start(settings, 1)
+            tally = OutcomeTally(expected=set(labels))
+            done = asyncio.run(wait_for_outcomes(settings, tally, timeout=240))
+            assert done, f"{len(tally.missing())} inputs have no outcome"
+            check_every_input(tally, labels)
+            print(
+                f"\noutage past the delivery timeout: exit 70 after {len(before.outcomes)} of "
+                f"{len(labels)} outcomes, {len(committed_inputs)} committed ({len(pending)} in a "
+                f"later stage); {tally.redelivered} replayed after the restart"
+            )
+        finally:
+            codes = pool.stop_all()
+        assert codes == [70, 0], codes
 
 
 # --- graceful stop -----------------------------------------------------------------------------

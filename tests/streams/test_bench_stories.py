@@ -15,6 +15,7 @@ from agents.stories import StoryConfig, parse_time
 from streams.bench.stories import (
     add_parser,
     assign_stories,
+    assign_streaming,
     basil_items,
     enrich_items,
     pairwise,
@@ -62,6 +63,7 @@ def test_command_scores_a_slice_of_basil(capsys):
     assert basil["articles"] == 30 and basil["labels"] == 10 and basil["rejected"] == {}
     assert basil["precision"] >= 0.95 and basil["recall"] >= 0.9
     assert report["config"]["threshold"] == StoryConfig().threshold
+    assert basil["agent_core_same_stories"] is True
 
 
 def test_headline_slice_clusters_well_above_chance():
@@ -71,3 +73,5 @@ def test_headline_slice_clusters_well_above_chance():
     assert sum(isinstance(o, Article) for o in outcomes) >= 395
     score = pairwise([i.label for i in items], assign_stories(outcomes, StoryConfig()))
     assert score.f1 >= 0.55 and score.precision >= 0.5
+    # the stories agent's core, over serialised state flushed per batch, decides the same
+    assert assign_streaming(outcomes, StoryConfig()) == assign_stories(outcomes, StoryConfig())

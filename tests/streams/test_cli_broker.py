@@ -179,6 +179,8 @@ def test_demo_prints_a_summary_of_every_page(stream_settings: Settings):
     assert (summary["pages_in"], summary["sent"], summary["outcomes"]) == (112, 112, 112)
     assert summary["articles"] + summary["dead_letters"] + summary["duplicates"] == 112
     assert summary["articles"] >= 100 and summary["conflicts"] == 0
+    # every article has a story; the two seeds share one
+    assert 0 < summary["stories"] < summary["articles"]
     assert {"en", "de"} <= set(summary["languages"])
     assert summary["top_entities"] and summary["pages_per_second"] > 0
     assert summary["workers_used"] == 1

@@ -10,7 +10,7 @@ import pytest
 
 from agents.records import Failure, RawPage
 from streams.broker import BrokerError, EmbeddedBroker
-from streams.producer import ProduceOptions, produce
+from streams.producer import ProduceOptions, produce, record_refused
 from streams.settings import Settings
 from streams.sources import SourceError
 from streams.topics import ensure_topics
@@ -58,3 +58,23 @@ def test_sends_that_fail_after_retries_are_counted_and_named():
     assert [p.split(": ")[1] for p in failed] == ["https://x.example/3", "https://x.example/4"]
     assert any("gone.html: unreadable" in p for p in report.problems)
     assert any("x.example/big: too_large" in p for p in report.problems)
+
+
+def test_only_a_record_the_broker_refuses_for_good_counts_as_refused():
+    """Refused: sending the same record again cannot succeed (it becomes a dead letter).
+    Not refused: the broker could not be reached in time (the worker must stop and replay)."""
+    import aiokafka.errors as errors
+    from faust.exceptions import ProducerSendError
+
+    refused = [errors.MessageSizeTooLargeError(), errors.RecordTooLargeError(),
+               errors.InvalidTopicError(), errors.TopicAuthorizationFailedError("t")]  # fmt: skip
+    unreachable = [errors.KafkaTimeoutError(), errors.KafkaConnectionError(),
+                   errors.RequestTimedOutError(), errors.NotLeaderForPartitionError(),
+                   errors.NodeNotReadyError(), RuntimeError("?")]  # fmt: skip
+    assert [record_refused(e) for e in refused] == [True] * len(refused)
+    assert [record_refused(e) for e in unreachable] == [False] * len(unreachable)
+    wrapped = ProducerSendError("Error while sending")
+    wrapped.__cause__ = errors.MessageSizeTooLargeError()
+    assert record_refused(wrapped)
+    wrapped.__cause__ = errors.KafkaTimeoutError()
+    assert not record_refused(wrapped)
