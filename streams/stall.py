@@ -11,7 +11,9 @@ in tests/test_reliability.py (4 of 32 runs before this watchdog): a claims parti
 
 The signature is exact: within a partition one stream takes messages in order and tracks
 each until it is acked, so an acked offset beyond the committed one while no earlier message
-of that partition is in flight means the message at the committed offset was dropped.
+of that partition is in flight means the message at the committed offset was dropped. When
+the dropped messages are the last ones a partition holds, nothing after them is acked: then
+the sign is the fetch position past the committed offset with nothing in flight or acked.
 `install` checks for it on a timer and, when the same partition shows it twice in a row,
 seeks it back to its committed offset: the dropped message is fetched and handled, the ones
 after it are replayed (harmless: every agent is idempotent, see README "Reliability").
@@ -48,6 +50,17 @@ def dropped_at(consumer: Any) -> dict[Any, int]:
             continue
         earliest = in_flight.get(tp)
         if earliest is None or earliest > min(beyond):
+            found[tp] = committed
+    # The same drop at the end of what a partition holds: nothing after it is ever acked, so
+    # the sign is a read offset (the last offset fetched) past the committed one with nothing
+    # of the partition in flight or acked. (Fetched messages still queued for a busy agent
+    # look the same for a moment; `install` wants the same reading twice, 5 s apart, and a
+    # wrong guess only replays messages, which every agent takes twice harmlessly.)
+    for tp, read in list(consumer._read_offset.items()):
+        committed = consumer._committed_offset.get(tp)
+        if tp in found or tp in in_flight or committed is None or read is None:
+            continue
+        if read > committed and not consumer._acked.get(tp):
             found[tp] = committed
     return found
 

@@ -14,11 +14,13 @@ from streams.stall import dropped_at, guard_head_gap
 P0, P1 = ("claims", 0), ("claims", 1)
 
 
-def consumer(committed: dict, acked: dict, in_flight: list[tuple]) -> SimpleNamespace:
+def consumer(committed: dict, acked: dict, in_flight: list[tuple],
+             read: dict | None = None) -> SimpleNamespace:  # fmt: skip
     return SimpleNamespace(
         _committed_offset=defaultdict(lambda: None, committed),
         _acked=defaultdict(list, acked),
         _unacked_messages=[SimpleNamespace(tp=tp, offset=o) for tp, o in in_flight],
+        _read_offset=defaultdict(lambda: None, read or {}),
     )
 
 
@@ -32,6 +34,15 @@ def test_a_slow_batch_is_not_a_dropped_message():
     """The message at the committed offset is still being worked on (tracked, unacked)."""
     c = consumer({P0: 61}, {P0: [64, 65]}, [(P0, 61), (P0, 62), (P0, 63)])
     assert dropped_at(c) == {}
+
+
+def test_the_last_messages_dropped_show_as_read_but_never_taken():
+    """61-63 fetched (read offset 63) and dropped; nothing after them to ack."""
+    assert dropped_at(consumer({P0: 61}, {P0: []}, [], read={P0: 63})) == {P0: 61}
+    # still being worked on, or all of it done (committed catches up), or nothing read yet
+    assert dropped_at(consumer({P0: 61}, {P0: []}, [(P0, 61)], read={P0: 63})) == {}
+    assert dropped_at(consumer({P0: 64}, {P0: []}, [], read={P0: 63})) == {}
+    assert dropped_at(consumer({P0: 61}, {P0: []}, [], read={P0: 61})) == {}
 
 
 def test_nothing_acked_beyond_the_committed_offset_is_not_stuck():
