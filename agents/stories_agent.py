@@ -247,7 +247,7 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
     source: dict[str, Any] = {}  # the agent's stream, for acks from the timer
 
     def current(held: Held) -> bool:
-        return held.item.message.generation_id == app.consumer_generation_id
+        return held.item[0].message.generation_id == app.consumer_generation_id
 
     async def release(everything: bool = False) -> None:
         async with lock:
@@ -256,7 +256,7 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
                 return
             stale = buffer.drop(current)
             if stale:  # a rebalance: the group re-delivers them from the committed offset
-                gone = {id(h.item) for h in stale}
+                gone = {id(h.item[0]) for h in stale}
                 kept = [e for e in arrivals if id(e) not in gone]
                 arrivals.clear()
                 arrivals.extend(kept)
@@ -269,13 +269,15 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
     async def assign_and_send(ready: list[Held]) -> None:
         now = time.time()
         sends, counted = [], []
-        token = _current_event.set(weakref.ref(ready[0].item))  # one partition: any event
+        token = _current_event.set(weakref.ref(ready[0].item[0]))  # one partition: any event
         try:
             for held in ready:
-                message = held.item.message
-                value, article, outcome = message.value, None, None
+                event, article = held.item  # the article as parsed on arrival (None: unreadable)
+                message = event.message
+                value, outcome = message.value, None
                 try:
-                    article = Article.from_dict(orjson.loads(message.value))
+                    if article is None:
+                        raise ValueError("the stories message is not an article")
                     outcome = assigner.place(article, now=now)
                     if isinstance(outcome, Assignment):
                         article.story_id = outcome.story_id
@@ -297,7 +299,7 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
                 metrics.METRICS.record_story(outcome)
             if article is not None:
                 metrics.METRICS.record_outcome(article, produced_at=produced_at)
-        done.update(id(h.item) for h in ready)
+        done.update(id(h.item[0]) for h in ready)
         await ack_done()
 
     async def ack_done() -> None:
@@ -319,9 +321,9 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
                         article = Article.from_dict(orjson.loads(event.message.value))
                         key = order_key(article, now)
                     except Exception:  # unreadable: first in line; assign_and_send reports it
-                        key = (-math.inf, "")
+                        article, key = None, (-math.inf, "")
                     arrivals.append(event)
-                    buffer.add(Held(key[0], key[1], now, event))
+                    buffer.add(Held(key[0], key[1], now, (event, article)))
             await release()
 
     # Also with no hold: a batch that arrives while a rebalance is still settling is held
