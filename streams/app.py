@@ -12,6 +12,7 @@ worker's assigned partitions and what it has processed.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,31 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def exit_when_changelog_writes_fail() -> None:
+    """Faust sends table changelog records from a background task of its producer buffer; a
+    send that fails there (a delivery timeout in an outage) crashes the task and the worker
+    stops gracefully with exit 1, while the agent waiting on those records is cancelled
+    mid-batch. Exit 70 at once instead, as the agents do on a failed delivery: nothing is
+    committed past what was delivered, and the batch replays after the restart."""
+    from faust.transport.producer import ProducerBuffer
+
+    send = ProducerBuffer._send_pending
+    if getattr(send, "exits_on_failure", False):
+        return
+
+    async def send_or_exit(self: ProducerBuffer, fut: Any) -> None:
+        try:
+            await send(self, fut)
+        except Exception as exc:
+            log.critical("cannot write a table changelog record (%r); exiting without "
+                         "committing", exc)  # fmt: skip
+            logging.shutdown()
+            os._exit(70)  # EX_SOFTWARE
+
+    send_or_exit.exits_on_failure = True  # type: ignore[attr-defined]
+    ProducerBuffer._send_pending = send_or_exit  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> NewsflowApp:
     app = faust.App(settings.app_id, **faust_options(settings))
     names = TopicNames.from_settings(settings)
@@ -116,6 +142,7 @@ def create_app(settings: Settings) -> NewsflowApp:
                                                  dedup=dedup and dedup.router)  # fmt: skip
     metrics.install(app, topics=[names.raw_pages])  # /metrics on the web port, lag timer
     stall.install(app)  # re-reads a message Faust dropped around a recovery (stall.py)
+    exit_when_changelog_writes_fail()
     worker = worker_name()
 
     @app.page(STATUS_PATH)

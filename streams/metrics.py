@@ -10,7 +10,9 @@ runs elsewhere (a thread or a process pool); each worker process exposes its own
 dashboards sum over instances. Every label has a bounded value set: unknown values become
 "other", and nothing is ever labelled by URL or article id.
 
-Invariant, per worker: pages_received = articles_out + duplicates + dead_letters + in_flight.
+Invariant, summed over a group's workers (per worker too with dedup and stories off, since
+those stages decide a page's outcome on whichever worker holds its partition):
+pages_received = articles_out + duplicates + dead_letters + in_flight.
 """
 
 from __future__ import annotations

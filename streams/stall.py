@@ -1,78 +1,106 @@
 """Un-stick a partition whose committed offset cannot move because Faust dropped a message.
 
 faust-streaming 0.15.3 lets a restarted worker fetch stream partitions while it restores its
-tables, then seeks them back to their committed offsets. A message fetched around that seek
-can be dropped: never handed to the agent, never acked, and its refetched copy discarded as
-"already read". Faust commits only up to the first unacked offset, so the partition's
-committed offset stays there for good, and whatever waits on the message (a dedup claim or
-verdict, hence a page's outcome) waits until the worker restarts. Seen after SIGTERM restarts
-in tests/test_reliability.py (4 of 32 runs before this watchdog): a claims partition handled
-56-60 and 64-98 but never 61-63, committed stuck at 61.
+tables, then seeks them back to their committed offsets. Messages fetched around that can be
+dropped: records aiokafka hands over for a partition Faust has paused at that moment are
+skipped (`Consumer.getmany`), and a message fetched before the seek-back is discarded when
+refetched, as "already read". Such a message is never handed to an agent and never acked.
+Faust commits only up to the first unacked offset, so the partition's committed offset stays
+there for good, and its page never gets an outcome until the worker restarts. Seen after
+SIGTERM and outage restarts in tests/test_reliability.py: a claims partition handled 56-60
+and 64-98 but never 61-63, committed stuck at 61; raw-pages partitions whose records past the
+committed offset were fetched by aiokafka and never reached the agent.
 
-The signature is exact: within a partition one stream takes messages in order and tracks
-each until it is acked, so an acked offset beyond the committed one while no earlier message
-of that partition is in flight means the message at the committed offset was dropped. When
-the dropped messages are the last ones a partition holds, nothing after them is acked: then
-the sign is the fetch position past the committed offset with nothing in flight or acked.
-`install` checks for it on a timer and, when the same partition shows it twice in a row,
-seeks it back to its committed offset: the dropped message is fetched and handled, the ones
-after it are replayed (harmless: every agent is idempotent, see README "Reliability").
+The signature is exact. Within a partition one stream takes messages in order and tracks each
+until it is acked, so the partition is stuck on a dropped message when, with nothing of it in
+flight at or after its head (the committed offset; the log start if nothing was committed),
+either an offset beyond the head is acked, or, with nothing of any partition in flight,
+aiokafka's fetch position (the next offset it will hand over) is past the head. `install`
+checks on a timer and, when a partition shows the same sign on two checks in a row, seeks it
+back to the head: the dropped messages are fetched and handled, any after them replayed
+(harmless: every agent is idempotent, see README "Reliability").
 
-That only works if the commit waits at the dropped message, and for a gap of exactly one
-message Faust's `Consumer._new_offset` does not: it treats `min(acked) - committed == 1` as
-a gap to skip (faust-streaming issue #606, open) and commits past the message, which is then
-lost for good (seen: a bad input whose dead letter never came, its offset committed).
-`guard_head_gap` makes the commit wait at any gap at the head of the acked offsets; a real
-hole in the log (compaction, transaction markers) goes through Faust's own gap bookkeeping,
-so the guard stands aside for partitions with known gaps and under exactly-once.
+That only works if the commit waits at the dropped message, and Faust's
+`Consumer._new_offset` does not always: it treats `min(acked) - committed == 1` as a gap to
+skip (faust-streaming issue #606, open), and with no committed offset at all it commits from
+whatever is acked first, so messages dropped from the start of a never-committed partition
+are skipped. `guard_head_gap` makes the commit wait at any gap at the head. A real hole in
+the log (compaction, transaction markers) goes through Faust's own gap bookkeeping, so the
+guard stands aside for partitions with known gaps and under exactly-once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-def dropped_at(consumer: Any) -> dict[Any, int]:
-    """Partitions with a dropped message: topic partition -> its committed offset (the
-    offset of the dropped message). Reads the Faust consumer's own ack bookkeeping."""
+def dropped_at(consumer: Any, positions: Mapping[Any, int],
+               log_start: Mapping[Any, int]) -> dict[Any, int]:  # fmt: skip
+    """Partitions stuck on a dropped message: topic partition -> its head (the offset to seek
+    back to). Reads the Faust consumer's own ack bookkeeping; `positions` are aiokafka's
+    fetch positions of the acked (stream) partitions, `log_start` the first offset of those
+    without a committed offset."""
+    heads = {tp: head(consumer, tp, log_start) for tp in {*positions, *consumer._acked}}
     in_flight: dict[Any, int] = {}
     for message in list(consumer._unacked_messages):
-        low = in_flight.get(message.tp)
-        in_flight[message.tp] = message.offset if low is None else min(low, message.offset)
+        start = heads.get(message.tp)
+        # Faust never forgets a message acked below the committed offset: not in flight.
+        if start is not None and message.offset >= start:
+            low = in_flight.get(message.tp, message.offset)
+            in_flight[message.tp] = min(low, message.offset)
     found = {}
-    for tp, acked in list(consumer._acked.items()):
-        committed = consumer._committed_offset.get(tp)
-        beyond = [offset for offset in acked if committed is not None and offset > committed]
-        if not beyond:
+    for tp, start in heads.items():
+        if start is None:
             continue
+        acked = consumer._acked.get(tp, ())
+        beyond = [offset for offset in acked if offset > start]
         earliest = in_flight.get(tp)
-        if earliest is None or earliest > min(beyond):
-            found[tp] = committed
-    # The same drop at the end of what a partition holds: nothing after it is ever acked, so
-    # the sign is a read offset (the last offset fetched) past the committed one with nothing
-    # of the partition in flight or acked. (Fetched messages still queued for a busy agent
-    # look the same for a moment; `install` wants the same reading twice, 5 s apart, and a
-    # wrong guess only replays messages, which every agent takes twice harmlessly.)
-    for tp, read in list(consumer._read_offset.items()):
-        committed = consumer._committed_offset.get(tp)
-        if tp in found or tp in in_flight or committed is None or read is None:
-            continue
-        if read > committed and not consumer._acked.get(tp):
-            found[tp] = committed
+        if start in acked:
+            continue  # the head is done: the next commit moves it
+        if beyond and (earliest is None or earliest > min(beyond)):
+            found[tp] = start  # later messages done, the head one never taken
+        elif not beyond and not in_flight and positions.get(tp, start) > start:
+            # Fetched past the head with nothing of any partition in flight: the last ones
+            # dropped. (While an agent is busy, fetched records can wait in Faust's fetch
+            # loop, untracked, for as long as the batch takes: not a drop.)
+            found[tp] = start
     return found
 
 
-def guard_head_gap(consumer: Any) -> None:
-    """Wrap the consumer's `_new_offset` so it never commits over an offset nobody acked."""
+def head(consumer: Any, tp: Any, log_start: Mapping[Any, int]) -> int | None:
+    """The first offset of `tp` not yet committed, if known."""
+    committed = consumer._committed_offset.get(tp)
+    return committed if committed is not None else log_start.get(tp)
+
+
+def fetch_positions(app: Any) -> dict[Any, int]:
+    """aiokafka's fetch position of each assigned partition of a stream (acked) topic."""
+    from faust.types import TP
+
+    try:
+        aio = app.consumer._thread._ensure_consumer()
+        consumed = aio._subscription.subscription.assignment.all_consumed_offsets()
+    except Exception:  # not started, no assignment yet, or a rebalance under way
+        return {}
+    acked_topic = app.topics.acks_enabled_for
+    return {TP(tp.topic, tp.partition): meta.offset
+            for tp, meta in consumed.items() if acked_topic(tp.topic)}  # fmt: skip
+
+
+def guard_head_gap(consumer: Any, log_start: Mapping[Any, int]) -> None:
+    """Wrap the consumer's `_new_offset` so it never commits over an offset nobody acked.
+    With no committed offset, the head is the partition's log start (`log_start`, filled in
+    by the `install` timer); until that is known, the commit waits."""
     faust_new_offset = consumer._new_offset
 
     def new_offset(tp: Any) -> int | None:
-        acked, committed = consumer._acked[tp], consumer._committed_offset[tp]
-        if acked and committed is not None and not consumer._gap[tp] and min(acked) > committed:
-            return None  # the message at `committed` is in flight or was dropped: wait
+        acked, start = consumer._acked[tp], head(consumer, tp, log_start)
+        if acked and not consumer._gap[tp] and (start is None or min(acked) > start):
+            return None  # the message at the head is in flight or was dropped: wait
         return faust_new_offset(tp)
 
     consumer._new_offset = new_offset
@@ -80,17 +108,18 @@ def guard_head_gap(consumer: Any) -> None:
 
 def install(app: Any, interval: float = 5.0) -> None:
     """Guard the commits (at least once only) and start a timer on `app` that seeks a
-    partition back to its committed offset once it has shown a dropped message on two
-    checks in a row (`interval` seconds apart)."""
+    partition back to its head once it has shown a dropped message on two checks in a row
+    (`interval` seconds apart)."""
     from faust.types.enums import ProcessingGuarantee
 
-    suspects: dict[Any, int] = {}
+    suspects: dict[Any, tuple[int, int | None]] = {}
+    log_start: dict[Any, int] = {}
 
     if app.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE:
 
         @app.task
         async def guard_commits() -> None:
-            guard_head_gap(app.consumer)
+            guard_head_gap(app.consumer, log_start)
 
     @app.timer(interval=interval, name="newsflow.stall.reseek")
     async def reseek_dropped() -> None:
@@ -99,12 +128,21 @@ def install(app: Any, interval: float = 5.0) -> None:
         if not consumer.flow_active or not app.flow_control.is_active():
             suspects = {}  # a rebalance or a stop is under way: Faust seeks by itself
             return
-        found = dropped_at(consumer)
-        for tp, committed in found.items():
-            if suspects.get(tp) == committed:
-                log.warning("%s[%d]: message at offset %d was dropped (acked offsets beyond it, "
-                            "none in flight); seeking back to it", tp.topic, tp.partition,
-                            committed)  # fmt: skip
+        positions = fetch_positions(app)
+        unknown = [tp for tp in {*positions, *consumer._acked}
+                   if head(consumer, tp, log_start) is None]  # fmt: skip
+        if unknown:
+            try:
+                log_start.update(await consumer.earliest_offsets(*unknown))
+            except Exception as exc:  # the next tick asks again; commits wait meanwhile
+                log.warning("cannot read the log start of %d partitions: %r", len(unknown), exc)
+        found = {tp: (start, positions.get(tp))
+                 for tp, start in dropped_at(consumer, positions, log_start).items()}  # fmt: skip
+        for tp, (start, position) in found.items():
+            if suspects.get(tp) == (start, position):
+                log.warning("%s[%d]: message at offset %d was dropped (fetched up to %s, none "
+                            "in flight); seeking back to it", tp.topic, tp.partition, start,
+                            position)  # fmt: skip
                 # In the consumer's thread, read offset reset too (as Faust's recovery does).
-                await consumer.seek_wait({tp: committed})
+                await consumer.seek_wait({tp: start})
         suspects = found

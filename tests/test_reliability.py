@@ -292,10 +292,13 @@ def test_an_outage_past_the_delivery_timeout_stops_the_worker_without_committing
             assert all(labels[p].startswith("good:") for p in pending), pending
             assert len(before.outcomes) < len(labels)
 
-            pool.start(settings, 1)
+            (second,) = pool.start(settings, 1)
             tally = OutcomeTally(expected=set(labels))
             done = asyncio.run(wait_for_outcomes(settings, tally, timeout=240))
-            assert done, f"{len(tally.missing())} inputs have no outcome"
+            missing = sorted(tally.missing())
+            committed = asyncio.run(committed_offsets(settings))
+            assert done, (f"{len(missing)} inputs have no outcome: {missing[:8]}; "
+                          f"committed {committed}", second.log_tail())  # fmt: skip
             check_every_input(tally, labels)
             print(
                 f"\noutage past the delivery timeout: exit 70 after {len(before.outcomes)} of "

@@ -1,9 +1,13 @@
-"""`streams.stall.dropped_at`: a partition counts as stuck on a dropped message only when
-acked offsets lie beyond its committed offset and no earlier message is still in flight."""
+"""`streams.stall`: a partition counts as stuck on a dropped message only when, with nothing
+of it in flight at or after its head, offsets beyond the head are acked or fetched; the
+commit guard never commits over an offset nobody acked."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 
 from faust.transport.consumer import Consumer
@@ -14,40 +18,65 @@ from streams.stall import dropped_at, guard_head_gap
 P0, P1 = ("claims", 0), ("claims", 1)
 
 
-def consumer(committed: dict, acked: dict, in_flight: list[tuple],
-             read: dict | None = None) -> SimpleNamespace:  # fmt: skip
+def consumer(committed: dict, acked: dict, in_flight: list[tuple]) -> SimpleNamespace:
     return SimpleNamespace(
         _committed_offset=defaultdict(lambda: None, committed),
         _acked=defaultdict(list, acked),
         _unacked_messages=[SimpleNamespace(tp=tp, offset=o) for tp, o in in_flight],
-        _read_offset=defaultdict(lambda: None, read or {}),
     )
+
+
+def stuck(c: SimpleNamespace, positions: dict | None = None, log_start: dict | None = None):
+    return dropped_at(c, positions or {}, log_start or {})
 
 
 def test_a_gap_with_nothing_in_flight_is_a_dropped_message():
     """The case seen after a restart: 56-60 and 64.. handled, 61-63 never; committed 61."""
     c = consumer({P0: 61, P1: 40}, {P0: [64, 65, 66], P1: []}, [(P0, 70)])
-    assert dropped_at(c) == {P0: 61}
+    assert stuck(c, {P0: 71, P1: 40}) == {P0: 61}
 
 
 def test_a_slow_batch_is_not_a_dropped_message():
     """The message at the committed offset is still being worked on (tracked, unacked)."""
     c = consumer({P0: 61}, {P0: [64, 65]}, [(P0, 61), (P0, 62), (P0, 63)])
-    assert dropped_at(c) == {}
+    assert stuck(c, {P0: 66}) == {}
 
 
-def test_the_last_messages_dropped_show_as_read_but_never_taken():
-    """61-63 fetched (read offset 63) and dropped; nothing after them to ack."""
-    assert dropped_at(consumer({P0: 61}, {P0: []}, [], read={P0: 63})) == {P0: 61}
-    # still being worked on, or all of it done (committed catches up), or nothing read yet
-    assert dropped_at(consumer({P0: 61}, {P0: []}, [(P0, 61)], read={P0: 63})) == {}
-    assert dropped_at(consumer({P0: 64}, {P0: []}, [], read={P0: 63})) == {}
-    assert dropped_at(consumer({P0: 61}, {P0: []}, [], read={P0: 61})) == {}
+def test_the_last_messages_dropped_show_as_fetched_but_never_taken():
+    """61-63 fetched (aiokafka's position 64) and dropped; nothing after them to ack."""
+    assert stuck(consumer({P0: 61}, {P0: []}, []), {P0: 64}) == {P0: 61}
+    # still being worked on, or all of it done (committed catches up), or nothing fetched yet
+    assert stuck(consumer({P0: 61}, {P0: []}, [(P0, 61)]), {P0: 64}) == {}
+    assert stuck(consumer({P0: 64}, {P0: []}, []), {P0: 64}) == {}
+    assert stuck(consumer({P0: 61}, {P0: []}, []), {P0: 61}) == {}
+
+
+def test_fetched_records_waiting_behind_a_busy_agent_are_not_dropped():
+    """P1 records fetched while the agent works on P0's batch wait untracked in Faust's
+    fetch loop: a false alarm unless nothing at all is in flight."""
+    c = consumer({P0: 0, P1: 0}, {}, [(P0, 0), (P0, 1)])
+    assert stuck(c, {P0: 5, P1: 9}) == {}
+
+
+def test_a_message_acked_below_the_committed_offset_is_not_in_flight():
+    """Faust keeps tracking a message acked after a commit passed it (a replay): seen next
+    to a stuck partition after an outage restart; it must not hide the drop."""
+    c = consumer({P0: 8}, {}, [(P0, 5), (P0, 6), (P0, 7)])
+    assert stuck(c, {P0: 12}) == {P0: 8}
+
+
+def test_with_nothing_committed_the_head_is_the_log_start():
+    """Messages 0-7 of a never-committed partition dropped, 8-11 done: without a head Faust
+    would commit 12 over them."""
+    c = consumer({}, {P0: [8, 9, 10, 11]}, [])
+    assert stuck(c, {P0: 12}) == {}  # log start not known yet: no guess
+    assert stuck(c, {P0: 12}, {P0: 0}) == {P0: 0}
+    assert stuck(consumer({}, {}, []), {P0: 8}, {P0: 0}) == {P0: 0}
+    assert stuck(consumer({}, {P0: [0, 1]}, []), {P0: 2}, {P0: 0}) == {}
 
 
 def test_nothing_acked_beyond_the_committed_offset_is_not_stuck():
-    assert dropped_at(consumer({P0: 61}, {P0: [58, 59, 60]}, [])) == {}
-    assert dropped_at(consumer({P0: None}, {P0: [3]}, [])) == {}
+    assert stuck(consumer({P0: 61}, {P0: [58, 59, 60]}, [])) == {}
 
 
 def offsets(committed: int | None, acked: list[int]) -> SimpleNamespace:
@@ -73,20 +102,55 @@ def test_faust_alone_commits_over_a_single_unacked_offset():
 def test_the_guard_waits_at_a_gap_at_the_head_and_commits_once_it_is_filled():
     c = offsets(61, [62, 63])
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c)
+    guard_head_gap(c, {})
     assert c._new_offset(P0) is None
     c._acked[P0].append(61)
     c._acked_index[P0].add(61)
     assert c._new_offset(P0) == 64
 
 
-def test_the_guard_stands_aside_for_known_gaps_and_before_a_first_commit():
-    c = offsets(None, [0, 1])
+def test_before_a_first_commit_the_guard_waits_for_the_log_start():
+    """Faust alone commits 10 over 0-7 that nobody acked."""
+    assert faust_new_offset(offsets(None, [8, 9]))(P0) == 10
+    log_start: dict = {}
+    c = offsets(None, [8, 9])
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c)
-    assert c._new_offset(P0) == 2
+    guard_head_gap(c, log_start)
+    assert c._new_offset(P0) is None  # log start unknown
+    log_start[P0] = 0
+    assert c._new_offset(P0) is None  # 0-7 missing
+    log_start[P0] = 8  # retention removed 0-7
+    assert c._new_offset(P0) == 10
+
+
+def test_the_guard_stands_aside_for_known_gaps():
     c = offsets(10, [12, 13])
     c._gap[P0].addi(10, 12)  # compacted away: Faust fills the gap itself
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c)
+    guard_head_gap(c, {})
     assert c._new_offset(P0) == 14
+
+
+def test_a_changelog_write_that_fails_in_fausts_buffer_exits_70():
+    """Faust's producer buffer task raises when a send times out in an outage, which stopped
+    the worker with exit 1 mid-batch; `streams.app` makes it exit 70 at once, as the agents
+    do on a failed delivery."""
+    script = """
+import asyncio
+from types import SimpleNamespace
+from faust.transport.producer import ProducerBuffer
+from streams.app import exit_when_changelog_writes_fail
+
+async def publish_message(fut, wait):
+    raise RuntimeError("KafkaTimeoutError")
+
+exit_when_changelog_writes_fail()
+exit_when_changelog_writes_fail()  # idempotent: one wrapper
+fut = SimpleNamespace(message=SimpleNamespace(channel=SimpleNamespace(
+    publish_message=publish_message)))
+asyncio.run(ProducerBuffer._send_pending(None, fut))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parents[2])  # fmt: skip
+    assert done.returncode == 70, done.stderr
+    assert "cannot write a table changelog record" in done.stderr
