@@ -147,9 +147,6 @@ class Demo:
             self._start_workers(settings, workdir, workers, where)
 
         def worker_died() -> bool:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # Ctrl-C, its cancel swallowed by
-                raise asyncio.CancelledError  # aiokafka (aio-libs/aiokafka#983): stop anyway
             dead = [w for w in workers if w.proc.poll() is not None]
             if dead:
                 raise DemoError(f"worker exited with code {dead[0].proc.returncode}; its log:\n"

@@ -190,6 +190,10 @@ def test_demo_prints_a_summary_of_every_page(stream_settings: Settings):
     assert _workers_of(stream_settings.app_id) == []
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_demo_stops_workers_and_broker_on_ctrl_c(stream_settings: Settings):
     if not sys.platform.startswith("linux"):
@@ -199,8 +203,11 @@ def test_demo_stops_workers_and_broker_on_ctrl_c(stream_settings: Settings):
            if not k.startswith("NEWSFLOW_") and k != "KAFKA_BOOTSTRAP_SERVERS"}  # fmt: skip
     env.update(settings.env() if settings else {})
     env.update(extra)
+    # A shell's background job (`pytest ... &`) ignores SIGINT, and so would the demo: give
+    # it the default disposition a terminal's foreground process has.
     demo = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)  # fmt: skip
     said = b""
     try:
         while b"producing" not in said:  # the broker and the worker are up by then
