@@ -98,6 +98,14 @@ def test_plain_bench_runs_the_pipeline_bench():
     assert build_parser().parse_args(["bench", "produce"]).func is bench_produce.cmd_bench_produce
 
 
+def test_batched_produce_is_off_unless_asked():
+    """The embedded broker keeps one record per batch (right end offsets) unless the bench is
+    told that it may batch as on Kafka."""
+    plain = bench.options_from_args(build_parser().parse_args(["bench", "pipeline"]))
+    asked = build_parser().parse_args(["bench", "pipeline", "--batched-produce"])
+    assert not plain.batched_produce and bench.options_from_args(asked).batched_produce
+
+
 @pytest.fixture
 def bench_settings(broker, tmp_path: Path):
     # Small batches so the tiny backlog still spans several batches (a rate needs two).
