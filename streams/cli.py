@@ -410,14 +410,14 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     try:
         count = asyncio.run(run())
     except KeyboardInterrupt:
-        if args.stories and args.format == "summary":
-            print(board.summary())
-        return 130
+        count = None
     except (LookupError, KafkaError) as exc:
         print(f"newsflow tail: {exc}", file=sys.stderr)
         return 1
     if args.stories and args.format == "summary":
         print(board.summary())
+    if count is None:
+        return 130
     print(f"newsflow tail: {count} records from {topic}", file=sys.stderr)
     return 0
 

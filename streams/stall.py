@@ -57,10 +57,10 @@ def dropped_at(consumer: Any, positions: Mapping[Any, int],
         if start is None:
             continue
         acked = consumer._acked.get(tp, ())
-        beyond = [offset for offset in acked if offset > start]
-        earliest = in_flight.get(tp)
         if start in acked:
             continue  # the head is done: the next commit moves it
+        beyond = [offset for offset in acked if offset > start]
+        earliest = in_flight.get(tp)
         if beyond and (earliest is None or earliest > min(beyond)):
             found[tp] = start  # later messages done, the head one never taken
         elif not beyond and not in_flight and positions.get(tp, start) > start:
