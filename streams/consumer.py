@@ -26,6 +26,7 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         **client_options(settings),
         "group_id": None,
         "enable_auto_commit": False,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "max_partition_fetch_bytes": settings.max_message_bytes,
         "fetch_max_bytes": max(settings.max_message_bytes, 50 * 1024 * 1024),
     }

@@ -36,9 +36,11 @@ def default_inputs() -> list[str]:
 
 def embedded_settings(settings: Settings, bootstrap_servers: str) -> Settings:
     """Settings for the embedded Tansu broker: one record per batch (its end offsets are only
-    right then) and a 6 s session timeout, because Tansu completes a new group's join only
-    after about half the session timeout (17 s with 30 s, 5 s with 6 s, measured)."""
+    right then), a 6 s session timeout, because Tansu completes a new group's join only
+    after about half the session timeout (17 s with 30 s, 5 s with 6 s, measured), and a
+    100 ms fetch wait, because Tansu holds every fetch until its max wait expires."""
     return replace(settings, bootstrap_servers=bootstrap_servers, one_record_per_batch=True,
+                   fetch_max_wait_ms=min(settings.fetch_max_wait_ms, 100),
                    session_timeout=min(settings.session_timeout, 6.0),
                    heartbeat_interval=min(settings.heartbeat_interval, 1.0),
                    rebalance_timeout=min(settings.rebalance_timeout, 10.0))  # fmt: skip
@@ -76,9 +78,10 @@ class Worker:
             return ""
 
 
-def start_worker(settings: Settings, workdir: Path, index: int = 0,
-                 loglevel: str = "warn") -> Worker:  # fmt: skip
-    """`newsflow worker` as a child process, configured entirely through its environment."""
+def start_worker(settings: Settings, workdir: Path, index: int = 0, loglevel: str = "warn",
+                 cpus: set[int] | None = None) -> Worker:  # fmt: skip
+    """`newsflow worker` as a child process, configured entirely through its environment;
+    `cpus` pins it (and the enrichment child it starts later) to those cores."""
     port = free_port()
     data_dir = workdir / f"worker-{index}"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +92,8 @@ def start_worker(settings: Settings, workdir: Path, index: int = 0,
         proc = spawn_child([sys.executable, "-m", "streams.cli", "worker", "--loglevel", loglevel],
                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                            env=env, cwd=str(REPO))  # fmt: skip
+    if cpus:
+        os.sched_setaffinity(proc.pid, cpus)
     return Worker(proc, port, log_path)
 
 

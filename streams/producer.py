@@ -1,7 +1,7 @@
 """Put pages on raw-pages: the engine of `newsflow produce`, also used by the demo and tests.
 
 Throughput comes from the Kafka producer's own batching (`NEWSFLOW_PRODUCER_LINGER_MS`,
-`NEWSFLOW_PRODUCER_BATCH_BYTES`) and compression (`NEWSFLOW_PRODUCER_COMPRESSION`, gzip by
+`NEWSFLOW_PRODUCER_BATCH_BYTES`) and compression (`NEWSFLOW_PRODUCER_COMPRESSION`, zstd by
 default: HTML shrinks 4-8x); sends are pipelined (up to `NEWSFLOW_PRODUCER_MAX_IN_FLIGHT`
 awaiting acknowledgement) rather than awaited one by one. A send that fails with a retriable
 error is retried `NEWSFLOW_PRODUCER_RETRIES` times with exponential backoff; one that still

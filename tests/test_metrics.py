@@ -210,6 +210,21 @@ def test_worker_exposition_passes_promtool_lint():
     assert done.returncode == 0, (done.stdout + done.stderr).decode()
 
 
+def test_table_operations_are_counted_per_table_and_operation():
+    """The monitor caches each table counter's labels; the counts stay Faust's."""
+    metrics = Metrics(CollectorRegistry())
+    app = faust.App("table-ops-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+    install(app, metrics)
+    table = app.Table("df", default=int)
+    for _ in range(3):  # what Faust's table calls on a get and a set
+        app.monitor.on_table_get(table, "w")
+        app.monitor.on_table_set(table, "w", 1)
+    app.monitor.on_table_del(table, "w")
+    counted = {op: value(metrics, "faust_table_operations_total", table="table.df", operation=op)
+               for op in ("keys_retrieved", "keys_updated", "keys_deleted")}  # fmt: skip
+    assert counted == {"keys_retrieved": 3.0, "keys_updated": 3.0, "keys_deleted": 1.0}
+
+
 # -- the dashboard and the rules only use metrics a worker exports ----------------------------
 
 # A metric name, not part of a recording rule's name (level:metric:operations).

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -108,6 +109,9 @@ class BenchOptions:
     # record per batch. Its end offsets are then wrong, which the bench never relies on
     # (fresh topics, no restart, outcomes matched by input position).
     batched_produce: bool = False
+    # Each worker on a core of its own, as deployed (deploy/k8s: one CPU per worker): the
+    # ratios then compare equal numbers of cores. Off: workers share all cores.
+    pin_workers: bool = True
     timeout: float = 900.0  # per phase
     quiet: bool = False
 
@@ -173,6 +177,60 @@ def chain_run(
     }
     report["streaming_overhead"] = transport_costs(pages, outcomes, settings or Settings())
     return report, outcomes
+
+
+def add_worker_stages(report: dict[str, Any], outcomes: Sequence[Article | Failure],
+                      passes: int, settings: Settings) -> None:  # fmt: skip
+    """Make `report` (a `chain_run` report) the whole per-page chain a worker runs: add its
+    dedup and stories stages (when on), in-process, over `passes` passes of the articles, as
+    the broker backlog sends them (a page sent again has the same id: a replay, whose first
+    verdict and story come back from the state). The chain's rates then count enrichment
+    once per page plus these stages' cost per page sent."""
+    from agents.dedup import Deduper, MemoryStore, order_key
+    from agents.stories_agent import StoryAssigner
+
+    report["enrich_pages_per_second"] = report["pages_per_second"]
+    report["enrich_pages_per_cpu_second"] = report["pages_per_cpu_second"]
+    report["passes"] = passes
+    articles = [o for o in outcomes if isinstance(o, Article)]
+    sent = [replace(a) for _ in range(passes) for a in articles]  # copies: stages mutate them
+    deduper = Deduper(settings.dedup_config, MemoryStore())
+    assigner = StoryAssigner(settings.story_config, {}, {}, {}, {})
+    now = time.time()
+
+    def dedup(article: Article) -> None:
+        verdict = deduper.check(article.id, article.url, article.canonical_url, article.text,
+                                order_key(article.fetched_at, article.id))  # fmt: skip
+        if verdict is not None:
+            article.duplicate_of = verdict.duplicate_of
+
+    def stories(article: Article) -> None:
+        if not article.duplicate_of:
+            assigner.place(article, now=now)
+
+    stages = [(n, f) for n, f, on in (("dedup", dedup, settings.dedup),
+                                      ("stories", stories, settings.stories)) if on]  # fmt: skip
+    pages = report["pages"]
+    wall = report["wall_seconds"] / pages if pages else 0.0  # per page sent
+    cpu = report["cpu_seconds"] / pages if pages else 0.0
+    for name, stage in stages:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for article in sent:
+            stage(article)
+        if name == "stories":
+            assigner.flush()
+        seconds, cpu_seconds = time.perf_counter() - wall0, time.process_time() - cpu0
+        calls = len(sent)
+        report["stages"][name] = {
+            "calls": calls,
+            "seconds": round(seconds, 3),
+            "ms_per_call": _r(1000 * seconds / calls, 2) if calls else None,
+            "calls_per_second": _r(calls / seconds, 1) if seconds else None,
+        }
+        wall += seconds / (passes * pages) if pages else 0.0
+        cpu += cpu_seconds / (passes * pages) if pages else 0.0
+    report["pages_per_second"] = _r(1 / wall, 2) if wall else None
+    report["pages_per_cpu_second"] = _r(1 / cpu, 2) if cpu else None
 
 
 def _size(page: RawPage) -> int:
@@ -475,7 +533,9 @@ async def backlog_phase(
     ctx.say(f"{group.name}: {len(expected)} pages produced in {sent.seconds:.1f}s; "
             f"starting {workers} worker(s)")  # fmt: skip
     started = time.time()
-    procs = [start_worker(settings, workdir, i) for i in range(workers)]
+    cores = worker_cores(workers) if ctx.options.pin_workers else None
+    procs = [start_worker(settings, workdir, i, cpus=cores and {cores[i]})
+             for i in range(workers)]  # fmt: skip
     watched = [f"{workdir.name}/worker-{i}" for i in range(workers)]
     for name, worker in zip(watched, procs, strict=True):
         ctx.sampler.watch(name, worker.proc.pid)
@@ -485,6 +545,7 @@ async def backlog_phase(
         deadline = time.monotonic() + ctx.options.timeout
         done = await collect(settings, "beginning", tally, seen, deadline=deadline,
                              check=lambda: _check_alive(procs))  # fmt: skip
+        statuses = [worker.status() or {} for worker in procs]
     finally:
         if keep is None:
             for worker in procs:
@@ -493,7 +554,17 @@ async def backlog_phase(
             keep.extend(zip(procs, watched, strict=True))
     result = _throughput(ctx, watched, procs, settings, sent, tally, seen, done, started,
                          in_process, load_before)  # fmt: skip
+    result["cores"] = cores  # None: the workers shared every core
+    for i, status in enumerate(statuses):  # who enriched what: outcomes name their last writer
+        result["per_worker"][str(i)].update(raw_partitions=status.get("partitions"),
+                                            pages_enriched=status.get("inputs"))  # fmt: skip
     return result, settings
+
+
+def worker_cores(workers: int) -> list[int] | None:
+    """A core per worker, from those this process may use; None if there are too few."""
+    cores = sorted(os.sched_getaffinity(0))
+    return cores[:workers] if len(cores) >= workers else None
 
 
 def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Settings, sent: Any,
@@ -648,7 +719,7 @@ def backlog_size(pages: int, workers: int, rate: float | None, options: BenchOpt
 async def e2e_group(ctx: Context, group: PageSet, in_process: dict[str, Any]) -> dict[str, Any]:
     """1 worker (then the latency phase on it), then 2 workers, each on fresh topics."""
     out: dict[str, Any] = {}
-    rate = in_process.get("pages_per_second")
+    rate = in_process.get("enrich_pages_per_second", in_process.get("pages_per_second"))
     for workers in ctx.options.workers:
         count = backlog_size(len(group), workers, rate, ctx.options)
         kept: list[tuple[Any, str]] = []
@@ -713,6 +784,9 @@ def run(options: BenchOptions, settings: Settings, command: str = "") -> dict[st
             say(f"in-process: {name} ({len(group)} pages)")
             entry["in_process"], group_outcomes = chain_run(group.pages, config, batch, tagger,
                                                             settings)  # fmt: skip
+        rate = entry["in_process"]["pages_per_second"]
+        passes = backlog_size(len(group), 1, rate, options) // len(group)
+        add_worker_stages(entry["in_process"], group_outcomes, passes, settings)
         if name == "en" and options.ner_f1:
             say("NER agreement: against NER of the full text")
             articles = [o for o in group_outcomes if isinstance(o, Article)]
@@ -723,6 +797,7 @@ def run(options: BenchOptions, settings: Settings, command: str = "") -> dict[st
             entry["in_process_ner_head"], head_outcomes = chain_run(
                 group.pages, head, batch, tagger.sharing(head.entities), settings
             )
+            add_worker_stages(entry["in_process_ner_head"], head_outcomes, passes, settings)
             if options.ner_f1:
                 articles = [o for o in head_outcomes if isinstance(o, Article)]
                 entry["ner_f1_head"] = ner_agreement(articles, head.entities, tagger)
@@ -823,6 +898,11 @@ def _v(value: Any, fmt: str = "") -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _each(workers: Iterable[dict[str, Any]], field: str, fmt: str = "") -> str:
+    """One value per worker, as `a/b`."""
+    return "/".join(_v(w.get(field), fmt) for w in workers)
+
+
 def _in_process_row(name: str, ip: dict[str, Any]) -> str:
     st = ip["stages"]
     return (
@@ -830,6 +910,8 @@ def _in_process_row(name: str, ip: dict[str, Any]) -> str:
         f"{_v(ip['pages_per_cpu_second']):>9}{_v(st['extract']['ms_per_call']):>9}"
         f"{_v(st['clean']['ms_per_call']):>7}{_v(st['language']['ms_per_call']):>7}"
         f"{_v(st['entities']['ms_per_call']):>9}{_v(ip['ner_docs_per_second']):>8}"
+        f"{_v(st.get('dedup', {}).get('ms_per_call')):>7}"
+        f"{_v(st.get('stories', {}).get('ms_per_call')):>8}{_v(ip.get('passes')):>7}"
         f"{_v(ip['streaming_overhead']['envelope_ms_per_page']):>9}"
     )
 
@@ -844,9 +926,11 @@ def format_report(report: dict[str, Any]) -> str:
         f" + {report['inputs']['basil_pages']} BASIL pages in en; "
         f"unreadable {report['inputs']['unreadable'] or 'none'}",
         "",
-        "in-process, one process (ms per call; pages/s = the ceiling per core)",
+        "in-process, one process (ms per call; pages/s = the ceiling per core: enrichment once "
+        "per page, dedup and stories per page sent in `passes` passes, as the backlog sends)",
         f"{'group':<6}{'pages':>6}{'pages/s':>9}{'p/cpu-s':>9}{'extract':>9}{'clean':>7}"
-        f"{'lang':>7}{'entities':>9}{'NER d/s':>8}{'envelope':>9}",
+        f"{'lang':>7}{'entities':>9}{'NER d/s':>8}{'dedup':>7}{'stories':>8}{'passes':>7}"
+        f"{'envelope':>9}",
     ]  # fmt: skip
     groups = report["groups"]
     for name, g in groups.items():
@@ -874,27 +958,25 @@ def format_report(report: dict[str, Any]) -> str:
         b = report["broker"]
         lines += ["", f"through the broker: {b['where']}, {b['partitions']} partitions",
                   f"{'group':<6}{'wrk':>4}{'pages':>6}{'pages/s':>9}{'ratio':>7}{'p/cpu-s':>9}"
-                  f"{'cpu-r':>7}{'util':>6}{'wait':>6}{'start p/s':>10}{'redeliv':>8}"
-                  f"{'peak Pss':>9}{'peak RSS':>9}",
+                  f"{'cpu-r':>7}{'util':>10}{'wait':>10}{'enriched':>10}{'start p/s':>10}"
+                  f"{'redeliv':>8}{'peak Pss':>9}{'peak RSS':>9}",
                   "  ratio = pages/s / (workers x in-process pages/s); cpu-r = the same per "
                   "CPU-second;",
-                  "  util = CPU-seconds per second a worker got, wait = seconds per second it "
-                  "was runnable but queued for a CPU (means over workers)"]  # fmt: skip
+                  "  per worker: util = CPU-seconds per second it got, wait = seconds per second "
+                  "it was runnable but queued for a CPU, enriched = pages it enriched"]  # fmt: skip
         for name, g in groups.items():
             for key in ("workers_1", "workers_2"):
                 r = (g.get("e2e") or {}).get(key)
                 if not r:
                     continue
                 ws = r["per_worker"].values()
-                util = [w["cpu_utilisation"] for w in ws if w["cpu_utilisation"] is not None]
-                wait = [w["run_queue_wait_share"] for w in ws
-                        if w["run_queue_wait_share"] is not None]  # fmt: skip
                 lines.append(
                     f"{name:<6}{r['workers']:>4}{r['sent']:>6}{_v(r['pages_per_second']):>9}"
                     f"{_v(r['ratio_to_in_process']):>7}{_v(r['pages_per_cpu_second']):>9}"
                     f"{_v(r['cpu_ratio_to_in_process']):>7}"
-                    f"{_v(sum(util) / len(util) if util else None, '.2f'):>6}"
-                    f"{_v(sum(wait) / len(wait) if wait else None, '.2f'):>6}"
+                    f"{_each(ws, 'cpu_utilisation', '.2f'):>10}"
+                    f"{_each(ws, 'run_queue_wait_share', '.2f'):>10}"
+                    f"{_each(ws, 'pages_enriched'):>10}"
                     f"{_v(r['from_start_pages_per_second']):>10}{r['redelivered']:>8}"
                     f"{_mb(max(w['pss_peak_bytes'] for w in ws)):>9}"
                     f"{_mb(max(w['rss_peak_bytes'] for w in ws)):>9}"
@@ -925,7 +1007,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", "targets (issue 10)"]
         for t in report["targets"]:
             value = t["value"]
-            shown = _mb(value) if t["target"] == "rss" else f"{value:.3g}"
+            shown = _mb(value) if t["target"] == "rss" else f"{value:.4g}"
             lines.append(f"  {'met ' if t['met'] else 'MISS'}  {t['group']:<4} {shown:>8}  "
                          f"{t['description']}")  # fmt: skip
     lines.append(f"\n{report['seconds']} s in all")
@@ -954,6 +1036,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         changes["ner_head"] = False
     if args.batched_produce:
         changes["batched_produce"] = True
+    if args.no_pin:
+        changes["pin_workers"] = False
     return replace(base, **changes)
 
 
@@ -997,6 +1081,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--batched-produce", action="store_true",
                    help="embedded broker: batch produce requests as Kafka allows (Tansu 0.6 "
                         "then misreports end offsets; the bench does not use them)")
+    p.add_argument("--no-pin", action="store_true",
+                   help="let the workers share every core (default: one core per worker)")
     p.add_argument("--profile", action="store_true",
                    help="also profile each group with pyinstrument (a separate pass)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="a smoke-test size (a few pages)")

@@ -128,6 +128,11 @@ def test_pipeline_quick_report_accounts_for_every_page(bench_settings):
         assert sum(ip["outcomes"].values()) == ip["pages"] == groups[name]["pages"]
         assert ip["stages"]["extract"]["calls"] == ip["pages"]
         assert ip["pages_per_second"] > 0 and ip["pages_per_cpu_second"] > 0
+        # The ceiling is the worker's whole chain: dedup and stories over every page sent.
+        articles = ip["outcomes"].get("article", 0)
+        for stage in ("dedup", "stories"):
+            assert ip["stages"][stage]["calls"] == ip["passes"] * articles
+        assert ip["pages_per_cpu_second"] < ip["enrich_pages_per_cpu_second"]
     ner = groups["en"]["ner_f1"]
     assert ner["articles"] == groups["en"]["in_process"]["ner_docs"] > 0
     assert 0.0 <= ner["precision"] <= 1.0 and 0.0 <= ner["f1"] <= 1.0
@@ -138,9 +143,12 @@ def test_pipeline_quick_report_accounts_for_every_page(bench_settings):
     assert "en*" in bench.format_report(report)
 
     e2e = groups["en"]["e2e"]
+    # The ceiling's dedup and stories saw the pass mix the one worker's backlog has.
+    assert e2e["workers_1"]["sent"] == groups["en"]["in_process"]["passes"] * groups["en"]["pages"]
     ceiling = groups["en"]["in_process"]["pages_per_second"]
     for key, workers in (("workers_1", 1), ("workers_2", 2)):
         run = e2e[key]
+        assert run["cores"] is None or len(set(run["cores"])) == workers  # one core each
         assert run["complete"] and run["missing"] == 0
         assert run["outcomes"] == run["sent"] == sum(run["kinds"].values())
         assert run["sent"] % groups["en"]["pages"] == 0  # whole passes over the group
@@ -151,6 +159,8 @@ def test_pipeline_quick_report_accounts_for_every_page(bench_settings):
             run["pages_per_second"] / (workers * ceiling),
             rel=5e-3,  # from rounded rates
         )
+        enriched = sum(w["pages_enriched"] for w in run["per_worker"].values())
+        assert enriched >= run["sent"]  # every page sent was enriched by some worker
         for worker in run["per_worker"].values():
             assert worker["pss_peak_bytes"] > 0 and worker["rss_peak_bytes"] > 0
             assert worker["vm_hwm_bytes"] and worker["cpu_utilisation"] is not None

@@ -9,7 +9,7 @@ from streams.settings import ENV_NAMES, Settings, SettingsError
 
 def test_defaults_without_environment():
     s = Settings.from_env({})
-    assert (s.bootstrap_servers, s.partitions, s.producer_compression) == ("", 4, "gzip")
+    assert (s.bootstrap_servers, s.partitions, s.producer_compression) == ("", 4, "zstd")
     assert not s.exactly_once and not s.one_record_per_batch and not s.producer_idempotence
     assert s.pipeline.entities.model == s.spacy_model
 
