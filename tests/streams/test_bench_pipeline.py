@@ -126,7 +126,7 @@ def test_pipeline_quick_report_accounts_for_every_page(bench_settings):
         if ip is None:
             continue
         assert sum(ip["outcomes"].values()) == ip["pages"] == groups[name]["pages"]
-        assert ip["stages"]["extract"]["calls"] == ip["pages"]
+        assert ip["stages"]["extract"]["calls"] == ip["pages"] * ip["passes"]
         assert ip["pages_per_second"] > 0 and ip["pages_per_cpu_second"] > 0
         # The ceiling is the worker's whole chain: dedup and stories over every page sent.
         articles = ip["outcomes"].get("article", 0)
