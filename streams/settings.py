@@ -93,8 +93,8 @@ class Settings:
     # Standby replicas (Faust's `table_standby_replicas`): each table partition also kept
     # current on this many other workers, so a failover need not replay its changelog. A
     # standby reads every changelog record its partner writes (the stories tables write about
-    # a hundred per article): with 2 workers, 1 standby cost each worker's Faust process 40-80%
-    # more CPU. 0, as Kafka Streams' default: a new owner restores from the changelog.
+    # a hundred per article): with 2 workers, 1 standby cost 14% more CPU per page (BENCHMARKS
+    # run 4). 0, as Kafka Streams' default: a new owner restores from the changelog.
     standby_replicas: int = 0
     # Producer (`newsflow produce` and the worker's output topics).
     # Linger 5 ms, Kafka 4's default (KIP-1030): an article crosses about seven sends (enrich,
