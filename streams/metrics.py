@@ -17,6 +17,7 @@ pages_received = articles_out + duplicates + dead_letters + in_flight.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import platform
@@ -503,20 +504,26 @@ async def read_partition_offsets(
 METRICS = Metrics()
 
 
-def _monitor_class(prometheus_monitor: type) -> type:
+@functools.cache
+def _monitor_class() -> type:
     """Faust's Prometheus monitor with its table counters' label lookups cached: the stories
     agent reads and writes a few hundred table keys per article, and `labels()` on each (a
-    lock and a tuple lookup) cost 3% of the Faust process's CPU (py-spy)."""
+    lock and a tuple lookup) cost 3% of the Faust process's CPU (py-spy). Built on first use:
+    importing Faust's sensors is not free for the CLI commands that never start a worker."""
     from faust.sensors.monitor import Monitor
+    from faust.sensors.prometheus import PrometheusMonitor
 
-    class TableCountingMonitor(prometheus_monitor):
+    class TableCountingMonitor(PrometheusMonitor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._table_counters: dict[tuple[str, str], Any] = {}
+
         def _count(self, table: Any, operation: str) -> None:
-            key = (table.name, operation)
-            counters = self.__dict__.setdefault("_table_counters", {})
-            child = counters.get(key)
+            child = self._table_counters.get((table.name, operation))
             if child is None:
-                child = counters[key] = self._metrics.table_operations.labels(
-                    table=f"table.{table.name}", operation=operation)
+                child = self._table_counters[table.name, operation] = (
+                    self._metrics.table_operations.labels(table=f"table.{table.name}",
+                                                          operation=operation))  # fmt: skip
             child.inc()
 
         def on_table_get(self, table: Any, key: Any) -> None:
@@ -550,7 +557,7 @@ def install(
     Call once, before the app starts.
     """
     from aiohttp.web import Response
-    from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+    from faust.sensors.prometheus import FaustMetrics
     from prometheus_client import disable_created_metrics
 
     # `_created` samples double the series count and no panel or rule reads them.
@@ -560,7 +567,7 @@ def install(
         # Faust observes event runtime in milliseconds under an `_ms` name, which
         # `promtool check metrics` rejects; our stage histogram measures that time in seconds.
         metrics.registry.unregister(metrics.faust.events_runtime_latency)
-    app.monitor = _monitor_class(PrometheusMonitor)(metrics=metrics.faust)
+    app.monitor = _monitor_class()(metrics=metrics.faust)
 
     @app.page(path)
     async def prometheus_metrics(self, request):

@@ -203,9 +203,9 @@ def chain_run(
 def add_worker_stages(report: dict[str, Any], outcomes: Sequence[Article | Failure],
                       settings: Settings) -> None:  # fmt: skip
     """Make `report` (a `chain_run` report over `outcomes`, every pass) the whole per-page
-    chain a worker runs: add its dedup and stories stages (when on), in-process, in the
-    order the pages were sent (a page sent again has the same id: a replay, whose first
-    verdict and story come back from the state)."""
+    chain a worker runs: add its dedup and stories stages (when on), in-process, pass after
+    pass (a page sent again has the same id: a replay, whose first verdict and story come
+    back from the state)."""
     from agents.dedup import Deduper, MemoryStore, order_key
     from agents.stories_agent import StoryAssigner
 
@@ -734,10 +734,10 @@ def backlog_size(pages: int, workers: int, rate: float | None, options: BenchOpt
 async def e2e_group(ctx: Context, group: PageSet, in_process: dict[str, Any]) -> dict[str, Any]:
     """1 worker (then the latency phase on it), then 2 workers, each on fresh topics."""
     out: dict[str, Any] = {}
-    rate = in_process.get("enrich_pages_per_second", in_process.get("pages_per_second"))
+    rate = in_process["enrich_pages_per_second"]
     for workers in ctx.options.workers:
         count = backlog_size(len(group), workers, rate, ctx.options)
-        if workers == 1 and in_process.get("passes"):  # the sequence the ceiling was timed on
+        if workers == 1:  # the passes the ceiling was timed on
             count = len(group) * in_process["passes"]
         kept: list[tuple[Any, str]] = []
         try:
@@ -947,8 +947,8 @@ def format_report(report: dict[str, Any]) -> str:
         f" + {report['inputs']['basil_pages']} BASIL pages in en; "
         f"unreadable {report['inputs']['unreadable'] or 'none'}",
         "",
-        "in-process, one process (ms per call; pages/s = the ceiling per core: enrichment once "
-        "per page, dedup and stories per page sent in `passes` passes, as the backlog sends)",
+        "in-process, one process (ms per call; pages/s = the ceiling per core: the worker's "
+        "chain, dedup and stories included, over `passes` passes, as the backlog sends)",
         f"{'group':<6}{'pages':>6}{'pages/s':>9}{'p/cpu-s':>9}{'extract':>9}{'clean':>7}"
         f"{'lang':>7}{'entities':>9}{'NER d/s':>8}{'dedup':>7}{'stories':>8}{'passes':>7}"
         f"{'envelope':>9}",
