@@ -205,6 +205,13 @@ def band_partitions(sig: np.ndarray, cfg: DedupConfig, partitions: int) -> dict[
     return groups
 
 
+@functools.lru_cache(maxsize=1024)
+def _band_parts(sig_b64: str, cfg: DedupConfig, partitions: int) -> frozenset[str]:
+    """The partitions a page's band replies come from, asked once per reply: memoised, since
+    each asking hashes every band key twice (blake2b, then murmur2 in pure Python)."""
+    return frozenset(str(p) for p in band_partitions(_unb64(sig_b64), cfg, partitions))
+
+
 def _band_sends(ident: str, sig: np.ndarray | None, cfg: DedupConfig, partitions: int) -> list:
     if sig is None:
         return []
@@ -468,12 +475,10 @@ class GatherCore:
         return []
 
     def _bands(self, ident: str, state: dict, msg: dict) -> list[Send]:
-        sig = _unb64(state["sig"])
-        if sig is None or state["phase"] != "claims":
+        if state["sig"] is None or state["phase"] != "claims":
             return []
         state["parts"][str(msg["part"])] = {"present": msg["present"], "sat": msg["sat"]}
-        expected = {str(p) for p in band_partitions(sig, self.cfg, self.partitions)}
-        if not expected <= set(state["parts"]):
+        if not _band_parts(state["sig"], self.cfg, self.partitions) <= state["parts"].keys():
             self._save(ident, state)
             return []
         candidates: dict[str, set[int]] = {}

@@ -259,7 +259,24 @@ def _fold(text: str) -> str:
     acronyms closed up, so "I.R.S." is the word "irs" as in an outlet that writes "IRS"."""
     text = _ACRONYM.sub(lambda m: m.group(0).replace(".", ""), text)
     decomposed = unicodedata.normalize("NFKD", text.casefold())
+    if decomposed.isascii():  # nothing to strip: most news text, and the per-character pass
+        return decomposed  # is most of clustering's cost
     return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _words(text: str, limit: int) -> list[str]:
+    """The first `limit` folded words of `text`, folding only as much of it as they need (a
+    lead is 60 words of up to 8 KB). The text is cut at a space, so no word or dotted acronym
+    is split and the words are those of folding it all."""
+    size = 16 * max(limit, 1)
+    while size < len(text):
+        cut = text.rfind(" ", 0, size)
+        if cut > 0:
+            words = _WORD.findall(_fold(text[:cut]))
+            if len(words) >= limit:
+                return words[:limit]
+        size *= 4
+    return _WORD.findall(_fold(text))[:limit]
 
 
 def entity_key(text: str, label: str, max_chars: int = 128) -> str | None:
@@ -283,7 +300,7 @@ def entity_key(text: str, label: str, max_chars: int = 128) -> str | None:
 def _terms(text: str, language: str, limit_words: int, config: StoryConfig) -> list[str]:
     stops = stop_words(language)
     out = []
-    for word in _WORD.findall(_fold(text))[:limit_words]:
+    for word in _words(text, limit_words):
         if len(word) < 3 or word.isdigit() or word in stops:
             continue
         out.append(word[: config.stem_chars] if config.stem_chars else word)
@@ -492,12 +509,13 @@ def assign(
     for story in candidates:
         s = score(article, story, idf, config)
         if headline:
-            threshold = config.headline_threshold
-        elif on_subject(article, story, idf, config.subject_entities):
-            threshold = config.threshold
-        else:
-            threshold = config.off_subject_threshold
-        if s < threshold:
+            passed = s >= config.headline_threshold
+        elif (s >= config.threshold) == (s >= config.off_subject_threshold):
+            passed = s >= config.threshold  # clears both or neither: the subject cannot matter
+        else:  # ranking entities costs more than scoring, and most candidates score ~0
+            on = on_subject(article, story, idf, config.subject_entities)
+            passed = s >= (config.threshold if on else config.off_subject_threshold)
+        if not passed:
             continue
         key = (-s, story.first_time, story.id)
         if best_key is None or key < best_key:

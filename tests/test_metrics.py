@@ -211,7 +211,7 @@ def test_worker_exposition_passes_promtool_lint():
 
 
 def test_table_operations_are_counted_per_table_and_operation():
-    """The monitor caches each table counter's labels; the counts stay Faust's."""
+    """The monitor caches its counters' label children; the counts stay Faust's."""
     metrics = Metrics(CollectorRegistry())
     app = faust.App("table-ops-test", broker="kafka://127.0.0.1:1", autodiscover=False)
     install(app, metrics)
@@ -223,6 +223,7 @@ def test_table_operations_are_counted_per_table_and_operation():
     counted = {op: value(metrics, "faust_table_operations_total", table="table.df", operation=op)
                for op in ("keys_retrieved", "keys_updated", "keys_deleted")}  # fmt: skip
     assert counted == {"keys_retrieved": 3.0, "keys_updated": 3.0, "keys_deleted": 1.0}
+    assert len(app.monitor._metrics.table_operations.children) == 3  # one lookup per label set
 
 
 # -- the dashboard and the rules only use metrics a worker exports ----------------------------

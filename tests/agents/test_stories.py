@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from agents.stories import (
     StoryConfig,
     StoryFeatures,
     StoryIndex,
+    _fold,
+    _words,
     assign,
     cluster,
     entity_key,
@@ -95,6 +98,18 @@ def test_entity_keys_fold_names_people_by_surname_and_skip_numbers():
     assert entity_key("Sunday", "DATE") is None
     assert entity_key("40,000", "CARDINAL") is None
     assert entity_key("—", "ORG") is None
+
+
+_PIECES = ["U.S.", "I.R.S.", "Pokémon", "ﬁnance", "Straße", "naïve", "war", "the", "Dr.", "2016",
+           "l'été", "ÉCOLE", "a.b.c.d.", "北京", " ", "  ", "\n", "-", ".", "A.",
+           "a.b.c.d.e.f.g.h.i.", "Donaudampfschifffahrtsgesellschaft", "x" * 40]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=400), st.integers(0, 80))
+def test_leading_words_fold_only_what_they_need_and_match_folding_everything(pieces, limit):
+    text = " ".join(pieces)
+    assert _words(text, limit) == re.findall(r"\w+", _fold(text))[:limit]
 
 
 def test_features_split_title_lead_and_entities_without_stop_words():
