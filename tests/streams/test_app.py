@@ -33,3 +33,19 @@ def test_each_app_gets_its_own_fetch_wait():
 def test_readers_take_the_same_wait():
     settings = Settings(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=250)
     assert consumer_options(settings)["fetch_max_wait_ms"] == 250
+
+
+def test_a_batch_of_changelog_writes_does_not_stall_dispatch(caplog):
+    """Faust stops dispatching messages while more than 100 changelog records wait in its
+    producer buffer (it warns, then waits them out one by one); a stories batch queues
+    thousands, and the agents wait for their own records' acknowledgements anyway."""
+    from agents.stories_agent import BATCH_EVENTS
+
+    async def ebb_with_one_batch_queued() -> None:
+        app = create_app(Settings(bootstrap_servers="127.0.0.1:1").with_pipeline()).app
+        for _ in range(BATCH_EVENTS * 110):  # ~100 story keys an article
+            app.producer.buffer.pending.put_nowait(None)
+        await app.producer.buffer.wait_until_ebb()
+
+    asyncio.run(ebb_with_one_batch_queued())
+    assert "producer buffer full" not in caplog.text
