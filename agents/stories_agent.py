@@ -281,7 +281,7 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
                     outcome = assigner.place(article, now=now)
                     if isinstance(outcome, Assignment):
                         article.story_id = outcome.story_id
-                        value = orjson.dumps(article.to_dict())
+                        value = orjson.dumps(article)
                 except Exception:  # a bug: the article goes out as it came, without a story
                     log.exception("stories-assign crashed on %s", held.article_id)
                 headers = [(k, v) for k, v in (message.headers or []) if k != PRODUCED_HEADER]

