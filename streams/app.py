@@ -61,24 +61,6 @@ class QuietWorker(faust.Worker):
         super().on_setup_root_logger(logger, level)
 
 
-class App(faust.App):
-    """Faust's app with a changelog buffer that does not throttle a batch's state writes.
-
-    Table writes queue their changelog records in the producer's buffer, and Faust stops
-    dispatching incoming messages whenever more than 100 wait there: it logs a warning and
-    waits for them one by one (a `wait_for` each). A batch of the dedup or stories agents
-    writes thousands at once (40 band keys a page; ~100 story keys an article), and each agent
-    waits for its batch's records to be acknowledged before the next batch, so that wait
-    bounds the buffer already; the ebb cost 8% of the worker process (py-spy)."""
-
-    changelog_buffer = 100_000
-
-    def _new_producer(self) -> Any:
-        producer = super()._new_producer()
-        producer.buffer.max_messages = self.changelog_buffer
-        return producer
-
-
 def faust_options(settings: Settings) -> dict[str, Any]:
     """Faust settings derived from ours; each one is a `Settings` field (see README)."""
     return {
@@ -162,9 +144,29 @@ def use_fetch_max_wait(app: faust.App, milliseconds: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
+def unthrottle_changelog_writes(app: faust.App, limit: int = 100_000) -> None:
+    """Table writes queue their changelog records in the producer's buffer, and Faust stops
+    dispatching incoming messages whenever more than 100 wait there: it logs a warning and
+    waits for them one by one (a `wait_for` each). A batch of the dedup or stories agents
+    writes thousands at once (40 band keys a page, ~100 story keys an article), and each agent
+    waits for its batch's records to be acknowledged before its next batch, which bounds the
+    buffer already; the ebb cost 8% of the worker process (py-spy). (Not a `faust.App`
+    subclass: mode gives a subclass's module logger a NullHandler, silencing this module's
+    last words when logging is not configured.)"""
+    new_producer = app._new_producer
+
+    def _new_producer() -> Any:
+        producer = new_producer()
+        producer.buffer.max_messages = limit
+        return producer
+
+    app._new_producer = _new_producer  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> NewsflowApp:
-    app = App(settings.app_id, **faust_options(settings))
+    app = faust.App(settings.app_id, **faust_options(settings))
     use_fetch_max_wait(app, settings.fetch_max_wait_ms)
+    unthrottle_changelog_writes(app)
     names = TopicNames.from_settings(settings)
 
     def raw_topic(name: str):
