@@ -41,6 +41,8 @@ that reached the local RocksDB but not the changelog cannot be lost later. The g
 keeps what it must send in the article's record (an outbox) until the sends are acknowledged,
 and sends it again if a replay finds it there. If a send or a changelog write fails, the
 worker exits without committing (as the enrich agent does); the batch replays after restart.
+An outcome record the broker refuses for good (too large for the topic) is the exception: it
+becomes an `output_rejected` dead letter (`deliver_outcomes`), since a replay cannot help.
 """
 
 from __future__ import annotations
@@ -775,7 +777,8 @@ def attach_dedup_agents(app: Any, topics: dict[str, Any], settings: Any) -> Dedu
         "waiting": table("dedup-waiting", "article id + input -> article awaiting its verdict"),
     }
     claims = ClaimsCore(tables["url"], tables["exact"], tables["near"], cfg, partitions)
-    gather = GatherCore(tables["records"], tables["waiting"], cfg, partitions, worker_name(), stats,
+    worker = worker_name()
+    gather = GatherCore(tables["records"], tables["waiting"], cfg, partitions, worker, stats,
                         stories=STORIES in topics)  # fmt: skip
 
     async def durable(own: Sequence[Any]) -> None:
@@ -805,10 +808,7 @@ def attach_dedup_agents(app: Any, topics: dict[str, Any], settings: Any) -> Dedu
             for ident in core.unconfirmed if core else ():
                 sent_by.setdefault(ident, event)
         await durable(own)
-        futures = [await topics[s.role].send(key=s.key, value=s.value, partition=s.partition,
-                                             headers=list(s.headers)) for s in sends]  # fmt: skip
-        await _deliver_or_exit(futures, agent)
-        for s in sends:
+        for s in await deliver_outcomes(topics, sends, agent, worker):
             if s.outcome is not None:
                 metrics.METRICS.record_outcome(s.outcome, produced_at=s.produced_at)
         if core is not None and sent_by:
@@ -857,6 +857,69 @@ def attach_dedup_agents(app: Any, topics: dict[str, Any], settings: Any) -> Dedu
         tables,
         (claim_keys, gather_verdicts),
     )
+
+
+async def deliver_outcomes(topics: dict[str, Any], sends: Sequence[Send], what: str,
+                           worker: str) -> list[Send]:  # fmt: skip
+    """Send `sends` and wait for every acknowledgement; returns what was delivered.
+
+    An outcome record (article, duplicate, story input) that the broker refuses for good
+    (`record_refused`: too large for the topic's limit, not authorised) is delivered as an
+    `output_rejected` dead letter instead, as the enrich agent does: sending it again cannot
+    help, and exiting would replay the batch into the same refusal forever. Any other failure
+    (a timeout in an outage, a lost connection) exits without committing, so the batch
+    replays after the restart."""
+    from streams.producer import record_refused
+
+    async def send_all(records: Sequence[Send]) -> list[Any]:
+        pending: list[Any] = []
+        for r in records:
+            try:
+                pending.append(await topics[r.role].send(key=r.key, value=r.value,
+                                                         partition=r.partition,
+                                                         headers=list(r.headers)))  # fmt: skip
+            except Exception as exc:  # refused before sending, e.g. over max_request_size
+                pending.append(asyncio.sleep(0, exc))
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    results = await send_all(sends)
+    failed = [(r, e) for r, e in zip(sends, results, strict=True) if isinstance(e, BaseException)]
+    dead = [_rejected(r, e, worker) if record_refused(e) else None for r, e in failed]
+    fatal = [e for (_, e), d in zip(failed, dead, strict=True) if d is None]
+    if failed and not fatal:
+        for r, e in failed:
+            log.error("dedup: broker refused the %s record of %s for good (%r); dead-lettered",
+                      r.role, r.key, e)  # fmt: skip
+        fatal = [e for e in await send_all(dead) if isinstance(e, BaseException)]
+    if fatal:
+        log.critical("dedup: broker refused %d %s record(s) (%r); exiting without committing",
+                     len(fatal), what, fatal[0])  # fmt: skip
+        logging.shutdown()
+        os._exit(70)  # EX_SOFTWARE
+    refused = {id(r) for r, _ in failed}
+    return [r for r in sends if id(r) not in refused] + [d for d in dead if d is not None]
+
+
+def _rejected(send: Send, error: BaseException, worker: str) -> Send | None:
+    """The dead letter standing for a refused outcome record; None for a record that stands
+    for no input (a claim, a gather message): those are the pipeline's own and small."""
+    raw_ref = dict(send.headers).get(INPUT_HEADER)
+    if send.role not in (ARTICLES, DUPLICATES, STORIES) or raw_ref is None:
+        return None
+    ref = orjson.loads(raw_ref)
+    where = InputRef(ref["topic"], ref["partition"], ref["offset"])
+    while isinstance(error.__cause__, BaseException):  # Faust's ProducerSendError: the why
+        error = error.__cause__
+    failure = Failure("output_rejected", "output", f"{type(error).__name__}: {error}"[:500])
+    if isinstance(send.outcome, Article):
+        url = send.outcome.url
+    else:
+        try:
+            url = orjson.loads(send.value).get("url")
+        except (orjson.JSONDecodeError, AttributeError):
+            url = None
+    value = dead_letter_value(where, failure, url=url, worker=worker)
+    return Send("dead_letter", None, value, None, send.headers, failure, send.produced_at)
 
 
 async def _deliver_or_exit(futures: list, what: str) -> None:

@@ -227,8 +227,9 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
     to Faust topics: STORIES (internal, one partition) and ARTICLES."""
     from faust.streams import _current_event
 
-    from agents.dedup_agent import _deliver_or_exit, declare_table
+    from agents.dedup_agent import Send, _deliver_or_exit, declare_table, deliver_outcomes
     from streams import metrics
+    from streams.topics import worker_name
 
     def table(name: str, help_text: str):
         return declare_table(app, settings, name, help_text, partitions=1)
@@ -240,6 +241,7 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
         "assigned": table("stories-assigned", "article id -> its story (replays)"),
     }
     assigner = StoryAssigner(settings.story_config, *tables.values())
+    worker = worker_name()
     buffer = HoldBuffer(settings.story_hold)
     arrivals: deque = deque()  # held and in-progress events, in offset order, for acking
     done: set[int] = set()  # id() of events whose article went out
@@ -268,7 +270,7 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
 
     async def assign_and_send(ready: list[Held]) -> None:
         now = time.time()
-        sends, counted = [], []
+        sends, assignments = [], []
         token = _current_event.set(weakref.ref(ready[0].item[0]))  # one partition: any event
         try:
             for held in ready:
@@ -284,21 +286,21 @@ def attach_story_agent(app: Any, topics: dict[str, Any], settings: Any) -> Story
                         value = orjson.dumps(article)
                 except Exception:  # a bug: the article goes out as it came, without a story
                     log.exception("stories-assign crashed on %s", held.article_id)
-                headers = [(k, v) for k, v in (message.headers or []) if k != PRODUCED_HEADER]
-                sends.append((message.key, value, headers))
-                counted.append((article, outcome, _produced_at(message.headers)))
+                headers = tuple((k, v) for k, v in message.headers or () if k != PRODUCED_HEADER)
+                sends.append(Send(ARTICLES, message.key, value, None, headers, article,
+                                  _produced_at(message.headers)))  # fmt: skip
+                if outcome is not None:
+                    assignments.append(outcome)
             assigner.flush()
         finally:
             _current_event.reset(token)
         await _deliver_or_exit([f for t in tables.values() for f in t.take_unacked()],
                                "stories changelog")  # fmt: skip
-        futures = [await topics[ARTICLES].send(key=k, value=v, headers=h) for k, v, h in sends]
-        await _deliver_or_exit(futures, "stories-assign")
-        for article, outcome, produced_at in counted:
-            if outcome is not None:
-                metrics.METRICS.record_story(outcome)
-            if article is not None:
-                metrics.METRICS.record_outcome(article, produced_at=produced_at)
+        for sent in await deliver_outcomes(topics, sends, "stories-assign", worker):
+            if sent.outcome is not None:  # the article, or the dead letter standing for it
+                metrics.METRICS.record_outcome(sent.outcome, produced_at=sent.produced_at)
+        for outcome in assignments:
+            metrics.METRICS.record_story(outcome)
         done.update(id(h.item[0]) for h in ready)
         await ack_done()
 
