@@ -609,6 +609,10 @@ def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Se
             cpu_known = False
         else:
             cpu_total += cpu
+    # What else ran on the same cores in the window: the embedded broker and this harness.
+    others = {name: _r(cpu / (t1 - t0), 2) for name in ("broker", "harness")
+              if name in ctx.sampler.watched and t1 > t0
+              and (cpu := ctx.sampler.between(name, t0, t1)) is not None}  # fmt: skip
     unknown = sum(1 for s in seen.values() if _pid(s.worker) not in pid_of)
     ceiling = in_process.get("pages_per_second")
     per_cpu = inside / cpu_total if cpu_known and cpu_total else None
@@ -628,6 +632,7 @@ def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Se
         "outcomes_from_unknown_worker": unknown,
         "window_seconds": round(t1 - t0, 2),
         "window_outcomes": inside,
+        "others_cpu_utilisation": others,
         "all_workers_busy": all_busy,
         "pages_per_second": _r(rate, 2) if rate else None,
         "ratio_to_in_process": _r(rate / (workers * ceiling), 3) if rate and ceiling else None,
@@ -866,6 +871,7 @@ def _run_e2e(options: BenchOptions, settings: Settings, groups: dict[str, PageSe
                 settings = replace(settings, one_record_per_batch=False)
             where = f"embedded Tansu at {broker.bootstrap_servers}"
             sampler.watch("broker", broker.proc.pid)
+        sampler.watch("harness", os.getpid(), tree=False)  # its workers are its children
         ctx = Context(settings, workdir, sampler, options, where, say)
         for name in names:
             entry = groups_report[name]
@@ -980,11 +986,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", f"through the broker: {b['where']}, {b['partitions']} partitions",
                   f"{'group':<6}{'wrk':>4}{'pages':>6}{'pages/s':>9}{'ratio':>7}{'p/cpu-s':>9}"
                   f"{'cpu-r':>7}{'util':>10}{'wait':>10}{'enriched':>10}{'start p/s':>10}"
-                  f"{'redeliv':>8}{'peak Pss':>9}{'peak RSS':>9}",
+                  f"{'redeliv':>8}{'peak Pss':>9}{'peak RSS':>9}{'others':>8}",
                   "  ratio = pages/s / (workers x in-process pages/s); cpu-r = the same per "
                   "CPU-second;",
                   "  per worker: util = CPU-seconds per second it got, wait = seconds per second "
-                  "it was runnable but queued for a CPU, enriched = pages it enriched"]  # fmt: skip
+                  "it was runnable but queued for a CPU, enriched = pages it enriched;",
+                  "  others = CPU-seconds per second of the embedded broker + this harness "
+                  "on the same cores"]  # fmt: skip
         for name, g in groups.items():
             for key in ("workers_1", "workers_2"):
                 r = (g.get("e2e") or {}).get(key)
@@ -1001,6 +1009,7 @@ def format_report(report: dict[str, Any]) -> str:
                     f"{_v(r['from_start_pages_per_second']):>10}{r['redelivered']:>8}"
                     f"{_mb(max(w['pss_peak_bytes'] for w in ws)):>9}"
                     f"{_mb(max(w['rss_peak_bytes'] for w in ws)):>9}"
+                    f"{_v(sum((r.get('others_cpu_utilisation') or {}).values()), '.2f'):>8}"
                 )
         lines += ["", "latency, 1 worker fed at half its rate (seconds, produce -> outcome "
                   "record; 'read' = until this harness read it)",

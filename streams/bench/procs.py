@@ -33,7 +33,7 @@ class Sample:
 @dataclass
 class Watched:
     pid: int
-    tree: bool
+    tree: bool  # False: the process alone, without its children's time (the harness itself)
     samples: list[Sample] = field(default_factory=list)
     hwm: dict[int, int] = field(default_factory=dict)  # VmHWM per pid of the tree
 
@@ -76,7 +76,7 @@ class TreeSampler:
         pids = _tree(watched.pid) if watched.tree else [watched.pid]
         cpu, wait, rss, pss, alive = 0.0, 0.0, 0, 0, 0
         for pid in pids:
-            stat = _stat(pid)
+            stat = _stat(pid, children=watched.tree)
             if stat is None:
                 continue
             alive += 1
@@ -137,15 +137,16 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _stat(pid: int) -> float | None:
+def _stat(pid: int, children: bool = True) -> float | None:
     """utime + stime + cutime + cstime in seconds: a reaped child's time moves into its
-    parent's c-times, so a tree's sum does not drop when a child exits."""
+    parent's c-times, so a tree's sum does not drop when a child exits. Without `children`,
+    utime + stime: the process's own time."""
     raw = read(f"/proc/{pid}/stat")
     if not raw:
         return None
     fields = raw.rsplit(")", 1)[1].split()
     try:
-        return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
+        return sum(int(x) for x in fields[11 : 15 if children else 13]) / CLOCK_TICKS
     except (IndexError, ValueError):
         return None
 

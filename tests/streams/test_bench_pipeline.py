@@ -5,6 +5,7 @@ input accounted for, ratios computed from the rates they are ratios of), never a
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,6 +93,23 @@ def test_sampler_reads_this_process_from_proc():
     assert machine()["cpus"] >= 1 and loadavg() is not None
 
 
+def test_a_process_alone_leaves_out_its_children_time():
+    """The harness is the parent of the workers it measures: its own CPU must not grow by
+    theirs when they are reaped."""
+    import subprocess
+    import sys
+
+    alone, tree = TreeSampler(), TreeSampler()
+    alone.watch("me", os.getpid(), tree=False)
+    tree.watch("me", os.getpid())
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    alone.sample("me")
+    tree.sample("me")
+    child = tree.between("me", tree.watched["me"].samples[0].at, time.time())
+    mine = alone.between("me", alone.watched["me"].samples[0].at, time.time())
+    assert child > mine + 0.05  # the reaped child's seconds count in the tree only
+
+
 def test_plain_bench_runs_the_pipeline_bench():
     args = build_parser().parse_args(["bench"])
     assert args.func is bench.cmd_bench_pipeline and args.paths == []
@@ -161,6 +179,8 @@ def test_pipeline_quick_report_accounts_for_every_page(bench_settings):
         )
         enriched = sum(w["pages_enriched"] for w in run["per_worker"].values())
         assert enriched >= run["sent"]  # every page sent was enriched by some worker
+        others = run["others_cpu_utilisation"]
+        assert others["harness"] >= 0 and ("broker" in others) == (not bench_settings.servers)
         for worker in run["per_worker"].values():
             assert worker["pss_peak_bytes"] > 0 and worker["rss_peak_bytes"] > 0
             assert worker["vm_hwm_bytes"] and worker["cpu_utilisation"] is not None
