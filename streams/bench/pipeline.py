@@ -26,7 +26,9 @@ Per group:
    last worker's first outcome to the first worker's last), so start-up (imports, model,
    group join) is left out of it and reported apart as "from start". Ratio = rate /
    (workers x in-process rate). CPU time of each worker's process tree over the same window
-   gives pages per CPU-second: on a shared machine that ratio is the steadier one.
+   gives pages per CPU-second: on a shared machine that ratio is the steadier one. The
+   embedded broker's and this harness's own CPU in the window is reported too (`others`):
+   on a small machine they take their share of the workers' cores.
 4. Latency: the one worker still running, pages produced at half its measured rate;
    latency = outcome record timestamp - raw-pages record timestamp (Kafka CreateTime, one
    host clock), and until this harness had read the outcome.
