@@ -869,28 +869,17 @@ async def deliver_outcomes(topics: dict[str, Any], sends: Sequence[Send], what: 
     help, and exiting would replay the batch into the same refusal forever. Any other failure
     (a timeout in an outage, a lost connection) exits without committing, so the batch
     replays after the restart."""
-    from streams.producer import record_refused
+    from streams.producer import record_refused, send_all
 
-    async def send_all(records: Sequence[Send]) -> list[Any]:
-        pending: list[Any] = []
-        for r in records:
-            try:
-                pending.append(await topics[r.role].send(key=r.key, value=r.value,
-                                                         partition=r.partition,
-                                                         headers=list(r.headers)))  # fmt: skip
-            except Exception as exc:  # refused before sending, e.g. over max_request_size
-                pending.append(asyncio.sleep(0, exc))
-        return await asyncio.gather(*pending, return_exceptions=True)
-
-    results = await send_all(sends)
-    failed = [(r, e) for r, e in zip(sends, results, strict=True) if isinstance(e, BaseException)]
+    errors = await send_all(topics, sends)
+    failed = [(r, e) for r, e in zip(sends, errors, strict=True) if e is not None]
     dead = [_rejected(r, e, worker) if record_refused(e) else None for r, e in failed]
     fatal = [e for (_, e), d in zip(failed, dead, strict=True) if d is None]
     if failed and not fatal:
         for r, e in failed:
             log.error("dedup: broker refused the %s record of %s for good (%r); dead-lettered",
                       r.role, r.key, e)  # fmt: skip
-        fatal = [e for e in await send_all(dead) if isinstance(e, BaseException)]
+        fatal = [e for e in await send_all(topics, dead) if e is not None]
     if fatal:
         log.critical("dedup: broker refused %d %s record(s) (%r); exiting without committing",
                      len(fatal), what, fatal[0])  # fmt: skip

@@ -39,7 +39,7 @@ from agents.stories_agent import STORIES, produced_header
 from agents.supervisor import SupervisedEnricher, SupervisorError
 from streams import metrics
 from streams.envelope import parse_raw_page
-from streams.producer import record_refused
+from streams.producer import record_refused, send_all
 from streams.settings import Settings
 from streams.topics import (
     InputRef,
@@ -213,19 +213,6 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         if isinstance(work.enricher, SupervisedEnricher):
             work.enricher.close()
 
-    async def deliver(records: list[Output]) -> list[BaseException | None]:
-        """Send all, then wait for every acknowledgement; one error (or None) per record."""
-        pending: list[Any] = []
-        for out in records:
-            try:
-                pending.append(await outputs[out.role].send(key=out.key, value=out.value,
-                                                            partition=out.partition,
-                                                            headers=out.headers))  # fmt: skip
-            except Exception as exc:  # refused before sending, e.g. over max_request_size
-                pending.append(asyncio.sleep(0, exc))
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]
-
     async def deliver_batch(results: list[Output]) -> list[Output]:
         """Deliver a batch's outputs; an article the broker refuses for good (too large,
         invalid: `record_refused`) becomes a dead letter. Any other failure (a delivery
@@ -233,7 +220,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         stops the process at once: Faust would ack and commit the batch on an agent error,
         losing it, while a dead process keeps it uncommitted, so it is replayed when the
         worker is restarted."""
-        errors = await deliver(results)
+        errors = await send_all(outputs, results)
         failed = [(out, err) for out, err in zip(results, errors, strict=True) if err]
         if not failed:
             return results
@@ -244,7 +231,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         refused = [item for item, good in zip(failed, for_good, strict=True) if good]
         fatal = [err for (_, err), good in zip(failed, for_good, strict=True) if not good]
         fallback = [] if fatal else [work.rejected(out, err) for out, err in refused]
-        fatal += [err for err in await deliver(fallback) if err]
+        fatal += [err for err in await send_all(outputs, fallback) if err]
         if fatal:
             log.critical("cannot deliver outputs (%r); exiting without committing", fatal[0])
             logging.shutdown()
@@ -289,7 +276,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             results = await deliver_batch(results)
             # A claim only once its page is delivered: no claim names an unseen article.
             follow_ups = [f for out in results for f in out.follow_up]
-            if any(await deliver(follow_ups)):
+            if any(await send_all(outputs, follow_ups)):
                 log.critical("cannot write dedup claims; exiting without committing")
                 logging.shutdown()
                 os._exit(70)  # EX_SOFTWARE, as in deliver_batch: the batch replays

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -100,6 +100,22 @@ def producer_options(settings: Settings) -> dict[str, Any]:
         "enable_idempotence": settings.producer_idempotence,
         "retry_backoff_ms": int(settings.producer_retry_backoff * 1000),
     }
+
+
+async def send_all(topics: Mapping[str, Any], records: Sequence[Any]) -> list[BaseException | None]:
+    """Send each record (`role`, `key`, `value`, `partition`, `headers`) to its role's Faust
+    topic, then wait for every acknowledgement: one error, or None, per record. A record
+    refused before it was sent (e.g. over `max_request_size`) gets its error too."""
+    pending: list[Any] = []
+    for r in records:
+        try:
+            pending.append(await topics[r.role].send(key=r.key, value=r.value,
+                                                     partition=r.partition,
+                                                     headers=list(r.headers)))  # fmt: skip
+        except Exception as exc:
+            pending.append(asyncio.sleep(0, exc))
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in results]
 
 
 def record_refused(error: BaseException) -> bool:
