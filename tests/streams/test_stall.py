@@ -1,9 +1,11 @@
 """`streams.stall`: a partition counts as stuck on a dropped message only when, with nothing
 of it in flight at or after its head, offsets beyond the head are acked or fetched; the
-commit guard never commits over an offset nobody acked."""
+commit guard never commits over an offset nobody acked; an offset the consumer fetched is
+never taken for a hole in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections import defaultdict
@@ -11,11 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from faust.transport.consumer import Consumer
+from faust.types import TP
 from intervaltree import IntervalTree
 
-from streams.stall import dropped_at, guard_head_gap
+from streams.app import create_app
+from streams.settings import Settings
+from streams.stall import Fetched, dropped_at, guard_head_gap, track_fetched
 
-P0, P1 = ("claims", 0), ("claims", 1)
+P0, P1 = TP("claims", 0), TP("claims", 1)
 
 
 def consumer(committed: dict, acked: dict, in_flight: list[tuple]) -> SimpleNamespace:
@@ -129,6 +134,102 @@ def test_the_guard_stands_aside_for_known_gaps():
     c._new_offset = faust_new_offset(c)
     guard_head_gap(c, {})
     assert c._new_offset(P0) == 14
+
+
+def test_a_known_gap_elsewhere_does_not_let_the_head_go():
+    """The guard used to stand aside for any gap of the partition, and Faust then commits
+    over a single unacked offset at the head (#606)."""
+    def consumer() -> SimpleNamespace:
+        c = offsets(61, [62, 63])
+        c._gap[P0].addi(70, 72)
+        return c
+
+    assert faust_new_offset(consumer())(P0) == 64
+    c = consumer()
+    c._new_offset = faust_new_offset(c)
+    guard_head_gap(c, {})
+    assert c._new_offset(P0) is None
+
+
+def test_fetched_offsets_are_kept_as_runs_from_the_committed_offset():
+    fetched = Fetched()
+    fetched.add(P0, [10, 11, 12], committed=10)
+    fetched.add(P0, [13, 14, 16, 17], committed=10)  # 15: a hole (a transaction marker)
+    assert fetched.never_fetched(P0, 10, 20) == [(15, 16), (18, 20)]
+    fetched.add(P0, [18], committed=14)
+    assert sorted((r.begin, r.end) for r in fetched.runs[P0]) == [(14, 15), (16, 19)]
+    assert fetched.never_fetched(P1, 0, 3) == [(0, 3)]
+
+
+def gapping(committed: int) -> SimpleNamespace:
+    """The fields Faust's `_add_gap`, `_new_offset` and our wrappers use, for P0."""
+    c = offsets(committed, [])
+    c.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+
+    async def wait_next_records(timeout: float):
+        return c.next_records, None
+
+    async def add_gap(tp, offset_from, offset_to):
+        await Consumer._add_gap(c, tp, offset_from, offset_to)
+
+    c._wait_next_records, c._add_gap = wait_next_records, add_gap
+    c._new_offset = faust_new_offset(c)
+    return c
+
+
+def fetch(c: SimpleNamespace, *offsets: int) -> None:
+    c.next_records = {P0: [SimpleNamespace(offset=o) for o in offsets]}
+    asyncio.run(c._wait_next_records(1.0))
+
+
+def ack(c: SimpleNamespace, *offsets: int) -> None:
+    c._acked[P0].extend(offsets)
+    c._acked_index[P0].update(offsets)
+
+
+def test_offsets_fetched_then_dropped_are_not_a_gap_and_the_commit_waits_for_them():
+    """The SIGTERM-restart loss: claims 101-109 fetched before Faust's post-recovery seek and
+    skipped by the stream (flow stopped), their refetch discarded as already read, then the
+    read offset set back to 101 by the seek: 110 arrived as a gap over 102-109. Faust
+    commits over 101-109; with the fetched offsets known, nothing until they are done."""
+    faust_alone = gapping(101)
+    asyncio.run(faust_alone._add_gap(P0, 102, 110))
+    ack(faust_alone, 110, 111, 112, 113, 114, 115)
+    assert faust_alone._new_offset(P0) == 111
+
+    c = gapping(101)
+    track_fetched(c, Fetched())
+    guard_head_gap(c, {})
+    fetch(c, *range(101, 110))
+    fetch(c, *range(101, 110))  # the refetch after the seek
+    fetch(c, *range(110, 116))
+    asyncio.run(c._add_gap(P0, 102, 110))
+    ack(c, 110, 111, 112, 113, 114, 115)
+    assert not c._gap[P0]
+    assert c._new_offset(P0) is None
+    ack(c, *range(101, 110))  # handed on again after the timer's seek back
+    assert c._new_offset(P0) == 116
+
+
+def test_a_hole_never_fetched_is_still_a_gap():
+    """A transaction marker or compaction: offsets no fetch ever returned."""
+    c = gapping(10)
+    track_fetched(c, Fetched())
+    guard_head_gap(c, {})
+    fetch(c, 10, 11, 14, 15)  # 12-13 absent from the log
+    asyncio.run(c._add_gap(P0, 12, 14))
+    assert sorted((iv.begin, iv.end) for iv in c._gap[P0]) == [(12, 14)]
+    ack(c, 10, 11, 14, 15)
+    assert c._new_offset(P0) == 16
+
+
+def test_the_worker_consumer_is_patched_before_its_first_fetch():
+    """The first fetch comes during the first table recovery, before any `app.task` runs."""
+    app = create_app(Settings(bootstrap_servers="127.0.0.1:1").with_pipeline()).app
+    consumer = app.consumer
+    assert "track_fetched" in consumer._wait_next_records.__qualname__
+    assert "track_fetched" in consumer._add_gap.__qualname__
+    assert "guard_head_gap" in consumer._new_offset.__qualname__
 
 
 def test_a_changelog_write_that_fails_in_fausts_buffer_exits_70():
