@@ -33,10 +33,10 @@ messages it hands on skip offsets, meant for holes in the log, and a drop makes 
 Seen after a SIGTERM restart: records fetched before Faust's post-recovery seek were handed to
 streams that skipped them (flow stopped), their refetch was discarded as already read, then
 the seek's read offset landed and the next record looked like a gap; the commit passed over
-the lot (raw-pages 25-28 of a partition, dedup claims 101-109). So `track_fetched` keeps the
-offsets the consumer has fetched since the committed one, and only offsets never fetched are
-recorded as a gap: a fetched offset exists, and a drop of it waits at the guard until the
-timer seeks back to it.
+the lot (raw-pages 25-28 of a partition, dedup claims 101-109; the read-offset reset of
+robinhood/faust issue #559, open). So `track_fetched` keeps the offsets the consumer has
+fetched since the committed one, and only offsets never fetched are recorded as a gap: a
+fetched offset exists, and a drop of it waits at the guard until the timer seeks back to it.
 """
 
 from __future__ import annotations
