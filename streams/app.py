@@ -22,6 +22,7 @@ from agents.dedup_agent import CLAIMS, GATHER, attach_dedup_agents
 from agents.enrich_agent import ARTICLES, DEAD_LETTER, AgentStats, attach_enrich_agent
 from agents.stories_agent import STORIES, attach_story_agent
 from streams import metrics, stall
+from streams.consumer import first_offset_from
 from streams.settings import Settings
 from streams.topics import TopicNames, worker_name
 
@@ -197,7 +198,9 @@ def create_app(settings: Settings) -> NewsflowApp:
     agent, stats, executor = attach_enrich_agent(app, topics["raw_pages"], topics, settings,
                                                  dedup=dedup and dedup.router)  # fmt: skip
     metrics.install(app, topics=[names.raw_pages])  # /metrics on the web port, lag timer
-    stall.install(app)  # re-reads a message Faust dropped around a recovery (stall.py)
+    # Re-reads a message Faust dropped around a recovery; commits past real holes (stall.py).
+    stall.install(app, probe=lambda tp, offset: first_offset_from(
+        settings, tp.topic, tp.partition, offset))  # fmt: skip
     exit_when_changelog_writes_fail()
     worker = worker_name()
 

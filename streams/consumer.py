@@ -46,6 +46,26 @@ async def _assign(consumer, topics: Collection[str]) -> list:
     return tps
 
 
+async def first_offset_from(settings: Settings, topic: str, partition: int, offset: int,
+                            timeout: float = 5.0) -> int | None:  # fmt: skip
+    """The offset of the first record at or after `offset` in one partition, as a consumer
+    reads it (transaction markers and compacted-away offsets hold none); None if none came
+    within `timeout`. Tells a hole in the log from a record a worker dropped."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(**consumer_options(settings))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        batch = await consumer.getmany(tp, timeout_ms=int(timeout * 1000), max_records=1)
+    finally:
+        await consumer.stop()
+    records = batch.get(tp, [])
+    return records[0].offset if records else None
+
+
 async def end_offsets(settings: Settings, topics: Collection[str]) -> dict[tuple[str, int], int]:
     """Current end offset of every partition of `topics` (where "from now on" starts).
     On Tansu 0.6.0 this is only exact if every record batch held one record."""

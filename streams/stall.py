@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from intervaltree import IntervalTree
@@ -177,12 +177,16 @@ def track_fetched(consumer: Any, fetched: Fetched) -> None:
     consumer._add_gap = _add_gap
 
 
-def install(app: Any, interval: float = 5.0) -> None:
+# (partition, offset) -> offset of the first record at or after it, None if none yet
+Probe = Callable[[Any, int], Awaitable[int | None]]
+
+
+def install(app: Any, interval: float = 5.0, probe: Probe | None = None) -> None:
     """Under at least once, patch the app's consumer as it is made (its first fetch comes
     during the first table recovery, before any `app.task` runs): gaps only where nothing
     was fetched, commits guarded. Start a timer on `app` that seeks a partition back to its
     head once it has shown a dropped message on two checks in a row (`interval` seconds
-    apart)."""
+    apart), or, if `probe` finds no record there, commits past the hole."""
     from faust.types.enums import ProcessingGuarantee
 
     suspects: dict[Any, tuple[int, int | None]] = {}
@@ -219,9 +223,30 @@ def install(app: Any, interval: float = 5.0) -> None:
                  for tp, start in dropped_at(consumer, positions, log_start).items()}  # fmt: skip
         for tp, (start, position) in found.items():
             if suspects.get(tp) == (start, position):
-                log.warning("%s[%d]: message at offset %d was dropped (fetched up to %s, none "
-                            "in flight); seeking back to it", tp.topic, tp.partition, start,
-                            position)  # fmt: skip
-                # In the consumer's thread, read offset reset too (as Faust's recovery does).
-                await consumer.seek_wait({tp: start})
+                await unstick(consumer, tp, start, position, probe)
         suspects = found
+
+
+async def unstick(consumer: Any, tp: Any, start: int, position: int | None,
+                  probe: Probe | None) -> None:  # fmt: skip
+    """Partition `tp` is stuck at offset `start`. If the log has no record there (a
+    transaction marker, compaction: `probe` says where the next record is), record the hole
+    as a gap so the commit moves past it; Faust misses a hole right at the offset it sought
+    to (after a restart, a committed offset is often a transaction's marker). Otherwise the
+    message was dropped: seek back to it."""
+    first = None
+    if probe is not None:
+        try:
+            first = await probe(tp, start)
+        except Exception as exc:  # then seeking back is the safe guess
+            log.warning("%s[%d]: cannot look up offset %d: %r", tp.topic, tp.partition, start, exc)
+    if first is not None and first > start:
+        log.warning("%s[%d]: offsets %d-%d hold no record (a transaction marker or compaction): "
+                    "a hole in the log; the commit moves past it", tp.topic, tp.partition, start,
+                    first - 1)  # fmt: skip
+        consumer._gap[tp].addi(start, first)
+        return
+    log.warning("%s[%d]: message at offset %d was dropped (fetched up to %s, none in flight); "
+                "seeking back to it", tp.topic, tp.partition, start, position)  # fmt: skip
+    # In the consumer's thread, read offset reset too (as Faust's recovery does).
+    await consumer.seek_wait({tp: start})
