@@ -51,7 +51,6 @@ import asyncio
 import base64
 import functools
 import logging
-import os
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
@@ -80,6 +79,7 @@ from agents.dedup import (
 )
 from agents.records import Article, Failure
 from agents.stories_agent import STORIES, produced_header
+from streams.producer import exit_without_committing
 from streams.topics import INPUT_HEADER, WORKER_HEADER, InputRef, dead_letter_value
 
 log = logging.getLogger(__name__)
@@ -881,10 +881,8 @@ async def deliver_outcomes(topics: dict[str, Any], sends: Sequence[Send], what: 
                       r.role, r.key, e)  # fmt: skip
         fatal = [e for e in await send_all(topics, dead) if e is not None]
     if fatal:
-        log.critical("dedup: broker refused %d %s record(s) (%r); exiting without committing",
-                     len(fatal), what, fatal[0])  # fmt: skip
-        logging.shutdown()
-        os._exit(70)  # EX_SOFTWARE
+        exit_without_committing(f"dedup: broker refused {len(fatal)} {what} record(s) "
+                                f"({fatal[0]!r})")  # fmt: skip
     refused = {id(r) for r, _ in failed}
     return [r for r in sends if id(r) not in refused] + [d for d in dead if d is not None]
 
@@ -919,11 +917,5 @@ async def _deliver_or_exit(futures: list, what: str) -> None:
     results = await asyncio.gather(*futures, return_exceptions=True)
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
-        log.critical(
-            "dedup: broker refused %d %s record(s) (%r); exiting without committing",
-            len(failed),
-            what,
-            failed[0],
-        )
-        logging.shutdown()
-        os._exit(70)  # EX_SOFTWARE
+        exit_without_committing(f"dedup: broker refused {len(failed)} {what} record(s) "
+                                f"({failed[0]!r})")  # fmt: skip

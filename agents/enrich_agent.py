@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from agents.stories_agent import STORIES, produced_header
 from agents.supervisor import SupervisedEnricher, SupervisorError
 from streams import metrics
 from streams.envelope import parse_raw_page
-from streams.producer import record_refused, send_all
+from streams.producer import exit_without_committing, record_refused, send_all
 from streams.settings import Settings
 from streams.topics import (
     InputRef,
@@ -233,9 +232,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
         fallback = [] if fatal else [work.rejected(out, err) for out, err in refused]
         fatal += [err for err in await send_all(outputs, fallback) if err]
         if fatal:
-            log.critical("cannot deliver outputs (%r); exiting without committing", fatal[0])
-            logging.shutdown()
-            os._exit(70)  # EX_SOFTWARE; the batch replays after the restart
+            exit_without_committing(f"cannot deliver outputs ({fatal[0]!r})")
         replaced = {id(out): new for (out, _), new in zip(refused, fallback, strict=True)}
         return [replaced.get(id(out), out) for out in results]
 
@@ -259,9 +256,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             except SupervisorError as exc:
                 if work.enricher.closed:  # the worker is stopping: let the stop cancel us
                     await asyncio.Event().wait()
-                log.critical("%s; exiting without committing", exc)
-                logging.shutdown()
-                os._exit(70)  # EX_SOFTWARE, as in deliver_batch: the batch replays
+                exit_without_committing(str(exc))
             if dedup is not None:  # articles become page messages + their first claims
                 stamps = [e.message.timestamp for e in events]
                 results = await loop.run_in_executor(executor, dedup.route, results, stamps,
@@ -277,9 +272,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             # A claim only once its page is delivered: no claim names an unseen article.
             follow_ups = [f for out in results for f in out.follow_up]
             if any(await send_all(outputs, follow_ups)):
-                log.critical("cannot write dedup claims; exiting without committing")
-                logging.shutdown()
-                os._exit(70)  # EX_SOFTWARE, as in deliver_batch: the batch replays
+                exit_without_committing("cannot write dedup claims")
             metrics.METRICS.observe_stage_totals(stage_totals, metrics.stage_totals(work.enricher))
             for event, out in zip(events, results, strict=True):
                 if out.role in (ARTICLES, DEAD_LETTER):  # dedup counts the pages it decides

@@ -12,7 +12,6 @@ worker's assigned partitions and what it has processed.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from agents.enrich_agent import ARTICLES, DEAD_LETTER, AgentStats, attach_enrich
 from agents.stories_agent import STORIES, attach_story_agent
 from streams import metrics, stall
 from streams.consumer import first_offset_from
+from streams.producer import exit_without_committing
 from streams.settings import Settings
 from streams.topics import TopicNames, worker_name
 
@@ -114,10 +114,7 @@ def exit_when_changelog_writes_fail() -> None:
         try:
             await send(self, fut)
         except Exception as exc:
-            log.critical("cannot write a table changelog record (%r); exiting without "
-                         "committing", exc)  # fmt: skip
-            logging.shutdown()
-            os._exit(70)  # EX_SOFTWARE
+            exit_without_committing(f"cannot write a table changelog record ({exc!r})")
 
     send_or_exit.exits_on_failure = True  # type: ignore[attr-defined]
     ProducerBuffer._send_pending = send_or_exit  # type: ignore[method-assign]

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from agents.records import RawPage
@@ -116,6 +117,14 @@ async def send_all(topics: Mapping[str, Any], records: Sequence[Any]) -> list[Ba
             pending.append(asyncio.sleep(0, exc))
     results = await asyncio.gather(*pending, return_exceptions=True)
     return [r if isinstance(r, BaseException) else None for r in results]
+
+
+def exit_without_committing(reason: str) -> NoReturn:
+    """Exit 70 (EX_SOFTWARE) at once, the batch in hand unacked, so it replays after the
+    restart. Raising would not do: Faust acks and commits a batch whose agent raised."""
+    log.critical("%s; exiting without committing", reason)
+    logging.shutdown()
+    os._exit(70)
 
 
 def record_refused(error: BaseException) -> bool:
