@@ -207,3 +207,27 @@ def test_produce_quick_report_accounts_for_every_page(bench_settings, tmp_path: 
         assert result["failed"] == result["skipped"] == 0
         assert result["pages_per_second"] > 0 and result["file_mb_per_second"] > 0
     assert "produce" in bench_produce.format_report(report)
+
+
+def test_sampler_reads_pss_only_when_due_or_rss_peaks(monkeypatch):
+    """Pss costs the kernel a walk of every page: read every `pss_interval` and on a new RSS
+    high, not on every sample."""
+    from streams.bench import procs
+
+    reads = []
+    rss = {"VmRSS": 100 << 20}
+    monkeypatch.setattr(procs, "_pss", lambda pid: reads.append(pid) or rss["VmRSS"] // 2)
+    monkeypatch.setattr(procs, "_status", lambda pid: dict(rss))
+    sampler = TreeSampler(pss_interval=3600)
+    sampler.watch("me", os.getpid(), tree=False)
+    for _ in range(5):
+        sampler.sample("me")
+    assert len(reads) == 1
+    rss["VmRSS"] = 120 << 20  # a new high: Pss is read again
+    sampler.sample("me")
+    sampler.sample("me")
+    assert len(reads) == 2
+    assert sampler.memory("me")["pss_peak_bytes"] == 60 << 20
+    sampler.pss_interval = 0.0
+    sampler.sample("me")
+    assert len(reads) == 3
