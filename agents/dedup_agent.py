@@ -880,9 +880,7 @@ async def deliver_outcomes(topics: dict[str, Any], sends: Sequence[Send], what: 
             log.error("dedup: broker refused the %s record of %s for good (%r); dead-lettered",
                       r.role, r.key, e)  # fmt: skip
         fatal = [e for e in await send_all(topics, dead) if e is not None]
-    if fatal:
-        exit_without_committing(f"dedup: broker refused {len(fatal)} {what} record(s) "
-                                f"({fatal[0]!r})")  # fmt: skip
+    _exit_if_refused(fatal, what)
     refused = {id(r) for r, _ in failed}
     return [r for r in sends if id(r) not in refused] + [d for d in dead if d is not None]
 
@@ -915,7 +913,10 @@ async def _deliver_or_exit(futures: list, what: str) -> None:
     if not futures:
         return
     results = await asyncio.gather(*futures, return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        exit_without_committing(f"dedup: broker refused {len(failed)} {what} record(s) "
-                                f"({failed[0]!r})")  # fmt: skip
+    _exit_if_refused([r for r in results if isinstance(r, BaseException)], what)
+
+
+def _exit_if_refused(errors: Sequence[BaseException], what: str) -> None:
+    if errors:
+        exit_without_committing(f"dedup: broker refused {len(errors)} {what} record(s) "
+                                f"({errors[0]!r})")  # fmt: skip

@@ -44,8 +44,7 @@ class Watched:
     tree: bool  # False: the process alone, without its children's time (the harness itself)
     samples: list[Sample] = field(default_factory=list)
     hwm: dict[int, int] = field(default_factory=dict)  # VmHWM per pid of the tree
-    pss: int = 0  # the last Pss reading, when (time.monotonic()) and at what tree RSS
-    pss_at: float = -math.inf
+    pss_at: float = -math.inf  # when Pss was last read (time.monotonic()), at what tree RSS
     pss_rss: int = 0
 
 
@@ -102,9 +101,11 @@ class TreeSampler:
             return
         now = time.monotonic()
         if now - watched.pss_at >= self.pss_interval or rss > watched.pss_rss * 1.01:
-            watched.pss, watched.pss_at = sum(_pss(pid) for pid in live), now
+            pss, watched.pss_at = sum(_pss(pid) for pid in live), now
             watched.pss_rss = max(watched.pss_rss, rss)
-        watched.samples.append(Sample(time.time(), cpu, wait, rss, watched.pss, len(live)))
+        else:  # the first sample always reads it
+            pss = watched.samples[-1].pss
+        watched.samples.append(Sample(time.time(), cpu, wait, rss, pss, len(live)))
 
     def between(self, name: str, t0: float, t1: float, what: str = "cpu") -> float | None:
         """Seconds of `cpu` (or run-queue `wait`) the tree had between two wall times, linear
