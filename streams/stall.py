@@ -13,11 +13,11 @@ committed offset were fetched by aiokafka and never reached the agent.
 
 The signature is exact. Within a partition one stream takes messages in order and tracks each
 until it is acked, so the partition is stuck on a dropped message when, with nothing of it in
-flight at or after its head (the committed offset; the log start if nothing was committed),
-either an offset beyond the head is acked, or, with nothing of any partition in flight,
-aiokafka's fetch position (the next offset it will hand over) is past the head. `install`
-checks on a timer and, when a partition shows the same sign on two checks in a row, seeks it
-back to the head: the dropped messages are fetched and handled, any after them replayed
+flight at or after its head (the committed offset; if none, the first offset fetched), either
+an offset beyond the head is acked, or, with nothing of any partition in flight, aiokafka's
+fetch position (the next offset it will hand over) is past the head. `install` checks on a
+timer and, when a partition shows the same sign on two checks in a row, seeks it back to the
+head: the dropped messages are fetched and handled, any after them replayed
 (harmless: every agent is idempotent, see README "Reliability").
 
 That only works if the commit waits at the dropped message, and Faust's
@@ -26,7 +26,11 @@ skip (faust-streaming issue #606, open), and with no committed offset at all it 
 whatever is acked first, so messages dropped from the start of a never-committed partition
 are skipped. `guard_head_gap` makes the commit wait at any gap at the head. A real hole in
 the log (compaction, transaction markers) goes through Faust's own gap bookkeeping, so the
-guard stands aside under exactly-once, and when the head itself lies in a known gap.
+guard stands aside under exactly-once, and when the head itself lies in a known gap. With
+nothing committed, the head is the first offset fetched (the log start: the group resets to
+the earliest offset); it is noted at that fetch, so a worker stopped before its first commit
+still commits what it did (it once waited for a timer to ask the broker, and a SIGTERM in
+the first seconds committed nothing).
 
 Faust's gaps themselves could not be trusted: its fetch loop records a gap wherever two
 messages it hands on skip offsets, meant for holes in the log, and a drop makes exactly that.
@@ -52,12 +56,12 @@ log = logging.getLogger(__name__)
 
 
 def dropped_at(consumer: Any, positions: Mapping[Any, int],
-               log_start: Mapping[Any, int]) -> dict[Any, int]:  # fmt: skip
+               first_fetched: Mapping[Any, int]) -> dict[Any, int]:  # fmt: skip
     """Partitions stuck on a dropped message: topic partition -> its head (the offset to seek
     back to). Reads the Faust consumer's own ack bookkeeping; `positions` are aiokafka's
-    fetch positions of the acked (stream) partitions, `log_start` the first offset of those
-    without a committed offset."""
-    heads = {tp: head(consumer, tp, log_start) for tp in {*positions, *consumer._acked}}
+    fetch positions of the acked (stream) partitions, `first_fetched` the first offset
+    fetched of those without a committed offset."""
+    heads = {tp: head(consumer, tp, first_fetched) for tp in {*positions, *consumer._acked}}
     in_flight: dict[Any, int] = {}
     for message in list(consumer._unacked_messages):
         start = heads.get(message.tp)
@@ -84,10 +88,10 @@ def dropped_at(consumer: Any, positions: Mapping[Any, int],
     return found
 
 
-def head(consumer: Any, tp: Any, log_start: Mapping[Any, int]) -> int | None:
+def head(consumer: Any, tp: Any, first_fetched: Mapping[Any, int]) -> int | None:
     """The first offset of `tp` not yet committed, if known."""
     committed = consumer._committed_offset.get(tp)
-    return committed if committed is not None else log_start.get(tp)
+    return committed if committed is not None else first_fetched.get(tp)
 
 
 def fetch_positions(app: Any) -> dict[Any, int]:
@@ -104,14 +108,14 @@ def fetch_positions(app: Any) -> dict[Any, int]:
             for tp, meta in consumed.items() if acked_topic(tp.topic)}  # fmt: skip
 
 
-def guard_head_gap(consumer: Any, log_start: Mapping[Any, int]) -> None:
+def guard_head_gap(consumer: Any, first_fetched: Mapping[Any, int]) -> None:
     """Wrap the consumer's `_new_offset` so it never commits over an offset nobody acked.
-    With no committed offset, the head is the partition's log start (`log_start`, filled in
-    by the `install` timer); until that is known, the commit waits."""
+    With no committed offset, the head is the first offset fetched (`first_fetched`, filled
+    in by `track_fetched`); until that is known, the commit waits."""
     faust_new_offset = consumer._new_offset
 
     def new_offset(tp: Any) -> int | None:
-        acked, start = consumer._acked[tp], head(consumer, tp, log_start)
+        acked, start = consumer._acked[tp], head(consumer, tp, first_fetched)
         if acked and (start is None or (min(acked) > start and not consumer._gap[tp][start])):
             return None  # the message at the head is in flight or was dropped: wait
         return faust_new_offset(tp)
@@ -150,9 +154,10 @@ class Fetched:
         return sorted((part.begin, part.end) for part in rest)
 
 
-def track_fetched(consumer: Any, fetched: Fetched) -> None:
+def track_fetched(consumer: Any, fetched: Fetched, first_fetched: dict[Any, int]) -> None:
     """Wrap the consumer's `_wait_next_records` to note what each fetch returned (stream
-    topics only), and its `_add_gap` to record as a gap only the offsets never fetched."""
+    topics only), with the first offset fetched of a partition nobody has committed, and its
+    `_add_gap` to record as a gap only the offsets never fetched."""
     wait_next_records, add_gap = consumer._wait_next_records, consumer._add_gap
     acked_topic = consumer.app.topics.acks_enabled_for
 
@@ -160,7 +165,10 @@ def track_fetched(consumer: Any, fetched: Fetched) -> None:
         records, active = await wait_next_records(timeout)
         for tp, batch in (records or {}).items():
             if batch and acked_topic(tp.topic):
-                fetched.add(tp, [r.offset for r in batch], consumer._committed_offset.get(tp))
+                committed = consumer._committed_offset.get(tp)
+                if committed is None:
+                    first_fetched.setdefault(tp, batch[0].offset)
+                fetched.add(tp, [r.offset for r in batch], committed)
         return records, active
 
     async def _add_gap(tp: Any, offset_from: int, offset_to: int) -> None:
@@ -190,15 +198,15 @@ def install(app: Any, interval: float = 5.0, probe: Probe | None = None) -> None
     from faust.types.enums import ProcessingGuarantee
 
     suspects: dict[Any, tuple[int, int | None]] = {}
-    log_start: dict[Any, int] = {}
+    first_fetched: dict[Any, int] = {}
 
     if app.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE:
         new_consumer = app._new_consumer
 
         def _new_consumer() -> Any:
             consumer = new_consumer()
-            track_fetched(consumer, Fetched())
-            guard_head_gap(consumer, log_start)
+            track_fetched(consumer, Fetched(), first_fetched)
+            guard_head_gap(consumer, first_fetched)
             return consumer
 
         assert app._consumer is None, "install before the consumer is made"
@@ -212,15 +220,8 @@ def install(app: Any, interval: float = 5.0, probe: Probe | None = None) -> None
             suspects = {}  # a rebalance or a stop is under way: Faust seeks by itself
             return
         positions = fetch_positions(app)
-        unknown = [tp for tp in {*positions, *consumer._acked}
-                   if head(consumer, tp, log_start) is None]  # fmt: skip
-        if unknown:
-            try:
-                log_start.update(await consumer.earliest_offsets(*unknown))
-            except Exception as exc:  # the next tick asks again; commits wait meanwhile
-                log.warning("cannot read the log start of %d partitions: %r", len(unknown), exc)
-        found = {tp: (start, positions.get(tp))
-                 for tp, start in dropped_at(consumer, positions, log_start).items()}  # fmt: skip
+        stuck = dropped_at(consumer, positions, first_fetched)
+        found = {tp: (start, positions.get(tp)) for tp, start in stuck.items()}
         for tp, (start, position) in found.items():
             if suspects.get(tp) == (start, position):
                 await unstick(consumer, tp, start, position, probe)

@@ -313,10 +313,13 @@ def test_an_outage_past_the_delivery_timeout_stops_the_worker_without_committing
 # --- graceful stop -----------------------------------------------------------------------------
 
 
-def test_sigterm_hands_back_in_flight_work_and_commits_what_was_done(broker, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("stop_after", [3, 40], ids=["before_first_commit", "mid_backlog"])
+def test_sigterm_hands_back_in_flight_work_and_commits_what_was_done(broker, tmp_path,  # noqa: F811
+                                                                     stop_after):  # fmt: skip
     """SIGTERM mid-backlog: the worker exits 0, the group's committed offsets cover every
     input whose outcome is written, and a new worker does the rest: every input ends with its
-    outcome (nothing lost) and nothing finished before the stop is done again."""
+    outcome (nothing lost) and nothing finished before the stop is done again. Stopped after
+    3 outcomes, the stop's commit is the group's first."""
     settings = fresh_settings(broker, tmp_path / "state", max_page_bytes=1_000_000)
     records = good_records() + list(bad_records(40, seed=5))
     random.Random(5).shuffle(records)
@@ -329,10 +332,10 @@ def test_sigterm_hands_back_in_flight_work_and_commits_what_was_done(broker, tmp
         tally = OutcomeTally(expected=set(labels))
         asyncio.run(
             wait_for_outcomes(
-                settings, tally, timeout=120, should_stop=lambda: len(tally.outcomes) >= 40
+                settings, tally, timeout=120, should_stop=lambda: len(tally.outcomes) >= stop_after
             )
         )
-        assert 40 <= len(tally.outcomes) < len(labels), "stop it while it still has work"
+        assert stop_after <= len(tally.outcomes) < len(labels), "stop it while it has work"
         first.proc.send_signal(signal.SIGTERM)
         assert first.proc.wait(60) == 0, first.log_tail()
 

@@ -35,8 +35,8 @@ def consumer(committed: dict, acked: dict, in_flight: list[tuple]) -> SimpleName
     )
 
 
-def stuck(c: SimpleNamespace, positions: dict | None = None, log_start: dict | None = None):
-    return dropped_at(c, positions or {}, log_start or {})
+def stuck(c: SimpleNamespace, positions: dict | None = None, first: dict | None = None):
+    return dropped_at(c, positions or {}, first or {})
 
 
 def test_a_gap_with_nothing_in_flight_is_a_dropped_message():
@@ -74,11 +74,11 @@ def test_a_message_acked_below_the_committed_offset_is_not_in_flight():
     assert stuck(c, {P0: 12}) == {P0: 8}
 
 
-def test_with_nothing_committed_the_head_is_the_log_start():
+def test_with_nothing_committed_the_head_is_the_first_offset_fetched():
     """Messages 0-7 of a never-committed partition dropped, 8-11 done: without a head Faust
     would commit 12 over them."""
     c = consumer({}, {P0: [8, 9, 10, 11]}, [])
-    assert stuck(c, {P0: 12}) == {}  # log start not known yet: no guess
+    assert stuck(c, {P0: 12}) == {}  # nothing fetched known: no guess
     assert stuck(c, {P0: 12}, {P0: 0}) == {P0: 0}
     assert stuck(consumer({}, {}, []), {P0: 8}, {P0: 0}) == {P0: 0}
     assert stuck(consumer({}, {P0: [0, 1]}, []), {P0: 2}, {P0: 0}) == {}
@@ -118,18 +118,37 @@ def test_the_guard_waits_at_a_gap_at_the_head_and_commits_once_it_is_filled():
     assert c._new_offset(P0) == 64
 
 
-def test_before_a_first_commit_the_guard_waits_for_the_log_start():
+def test_before_a_first_commit_the_guard_waits_for_the_first_offset_fetched():
     """Faust alone commits 10 over 0-7 that nobody acked."""
     assert faust_new_offset(offsets(None, [8, 9]))(P0) == 10
-    log_start: dict = {}
+    first: dict = {}
     c = offsets(None, [8, 9])
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c, log_start)
-    assert c._new_offset(P0) is None  # log start unknown
-    log_start[P0] = 0
+    guard_head_gap(c, first)
+    assert c._new_offset(P0) is None  # nothing fetched known
+    first[P0] = 0
     assert c._new_offset(P0) is None  # 0-7 missing
-    log_start[P0] = 8  # retention removed 0-7
+    first[P0] = 8  # retention removed 0-7
     assert c._new_offset(P0) == 10
+
+
+def test_a_first_fetch_gives_the_head_so_the_first_commit_needs_no_timer():
+    """A SIGTERM seconds after a fresh group's first fetch: the stop's commit covers what was
+    done. (The head once came from a 5 s timer asking the broker for the log start, and a
+    worker stopped before its first tick committed nothing.)"""
+    c = gapping(None)
+    first: dict = {}
+    track_fetched(c, Fetched(), first)
+    guard_head_gap(c, first)
+    fetch(c, 0, 1, 2, 3)
+    fetch(c, 4, 5)  # later fetches do not move the head
+    assert first == {P0: 0}
+    ack(c, 0, 1, 2)
+    assert c._new_offset(P0) == 3
+    committed, first = gapping(7), {}
+    track_fetched(committed, Fetched(), first)
+    fetch(committed, 7, 8)
+    assert first == {}  # a committed offset is the head
 
 
 def test_the_guard_stands_aside_for_known_gaps():
@@ -165,7 +184,7 @@ def test_fetched_offsets_are_kept_as_runs_from_the_committed_offset():
     assert fetched.never_fetched(P1, 0, 3) == [(0, 3)]
 
 
-def gapping(committed: int) -> SimpleNamespace:
+def gapping(committed: int | None) -> SimpleNamespace:
     """The fields Faust's `_add_gap`, `_new_offset` and our wrappers use, for P0."""
     c = offsets(committed, [])
     c.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
@@ -202,7 +221,7 @@ def test_offsets_fetched_then_dropped_are_not_a_gap_and_the_commit_waits_for_the
     assert faust_alone._new_offset(P0) == 111
 
     c = gapping(101)
-    track_fetched(c, Fetched())
+    track_fetched(c, Fetched(), {})
     guard_head_gap(c, {})
     fetch(c, *range(101, 110))
     fetch(c, *range(101, 110))  # the refetch after the seek
@@ -218,7 +237,7 @@ def test_offsets_fetched_then_dropped_are_not_a_gap_and_the_commit_waits_for_the
 def test_a_hole_never_fetched_is_still_a_gap():
     """A transaction marker or compaction: offsets no fetch ever returned."""
     c = gapping(10)
-    track_fetched(c, Fetched())
+    track_fetched(c, Fetched(), {})
     guard_head_gap(c, {})
     fetch(c, 10, 11, 14, 15)  # 12-13 absent from the log
     asyncio.run(c._add_gap(P0, 12, 14))
