@@ -55,13 +55,11 @@ from intervaltree import IntervalTree
 log = logging.getLogger(__name__)
 
 
-def dropped_at(consumer: Any, positions: Mapping[Any, int],
-               first_fetched: Mapping[Any, int]) -> dict[Any, int]:  # fmt: skip
+def dropped_at(consumer: Any, positions: Mapping[Any, int], fetched: Fetched) -> dict[Any, int]:
     """Partitions stuck on a dropped message: topic partition -> its head (the offset to seek
     back to). Reads the Faust consumer's own ack bookkeeping; `positions` are aiokafka's
-    fetch positions of the acked (stream) partitions, `first_fetched` the first offset
-    fetched of those without a committed offset."""
-    heads = {tp: head(consumer, tp, first_fetched) for tp in {*positions, *consumer._acked}}
+    fetch positions of the acked (stream) partitions, `fetched` what was fetched of them."""
+    heads = {tp: head(consumer, tp, fetched) for tp in {*positions, *consumer._acked}}
     in_flight: dict[Any, int] = {}
     for message in list(consumer._unacked_messages):
         start = heads.get(message.tp)
@@ -88,10 +86,10 @@ def dropped_at(consumer: Any, positions: Mapping[Any, int],
     return found
 
 
-def head(consumer: Any, tp: Any, first_fetched: Mapping[Any, int]) -> int | None:
+def head(consumer: Any, tp: Any, fetched: Fetched) -> int | None:
     """The first offset of `tp` not yet committed, if known."""
     committed = consumer._committed_offset.get(tp)
-    return committed if committed is not None else first_fetched.get(tp)
+    return committed if committed is not None else fetched.first(tp)
 
 
 def fetch_positions(app: Any) -> dict[Any, int]:
@@ -108,14 +106,14 @@ def fetch_positions(app: Any) -> dict[Any, int]:
             for tp, meta in consumed.items() if acked_topic(tp.topic)}  # fmt: skip
 
 
-def guard_head_gap(consumer: Any, first_fetched: Mapping[Any, int]) -> None:
+def guard_head_gap(consumer: Any, fetched: Fetched) -> None:
     """Wrap the consumer's `_new_offset` so it never commits over an offset nobody acked.
-    With no committed offset, the head is the first offset fetched (`first_fetched`, filled
-    in by `track_fetched`); until that is known, the commit waits."""
+    With no committed offset, the head is the first offset fetched (`fetched`, filled in by
+    `track_fetched`); until that is known, the commit waits."""
     faust_new_offset = consumer._new_offset
 
     def new_offset(tp: Any) -> int | None:
-        acked, start = consumer._acked[tp], head(consumer, tp, first_fetched)
+        acked, start = consumer._acked[tp], head(consumer, tp, fetched)
         if acked and (start is None or (min(acked) > start and not consumer._gap[tp][start])):
             return None  # the message at the head is in flight or was dropped: wait
         return faust_new_offset(tp)
@@ -146,6 +144,12 @@ class Fetched:
             runs.addi(start, previous + 1)
         runs.merge_overlaps(strict=False)
 
+    def first(self, tp: Any) -> int | None:
+        """The lowest offset kept: with nothing committed (nothing chopped), the first one
+        fetched, where the consumer began (the log start: the group resets to earliest)."""
+        runs = self.runs.get(tp)
+        return runs.begin() if runs else None
+
     def never_fetched(self, tp: Any, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of offsets `start` to `end` (exclusive) not in any run."""
         rest = IntervalTree.from_tuples([(start, end)])
@@ -154,10 +158,9 @@ class Fetched:
         return sorted((part.begin, part.end) for part in rest)
 
 
-def track_fetched(consumer: Any, fetched: Fetched, first_fetched: dict[Any, int]) -> None:
+def track_fetched(consumer: Any, fetched: Fetched) -> None:
     """Wrap the consumer's `_wait_next_records` to note what each fetch returned (stream
-    topics only), with the first offset fetched of a partition nobody has committed, and its
-    `_add_gap` to record as a gap only the offsets never fetched."""
+    topics only), and its `_add_gap` to record as a gap only the offsets never fetched."""
     wait_next_records, add_gap = consumer._wait_next_records, consumer._add_gap
     acked_topic = consumer.app.topics.acks_enabled_for
 
@@ -165,10 +168,7 @@ def track_fetched(consumer: Any, fetched: Fetched, first_fetched: dict[Any, int]
         records, active = await wait_next_records(timeout)
         for tp, batch in (records or {}).items():
             if batch and acked_topic(tp.topic):
-                committed = consumer._committed_offset.get(tp)
-                if committed is None:
-                    first_fetched.setdefault(tp, batch[0].offset)
-                fetched.add(tp, [r.offset for r in batch], committed)
+                fetched.add(tp, [r.offset for r in batch], consumer._committed_offset.get(tp))
         return records, active
 
     async def _add_gap(tp: Any, offset_from: int, offset_to: int) -> None:
@@ -198,15 +198,15 @@ def install(app: Any, interval: float = 5.0, probe: Probe | None = None) -> None
     from faust.types.enums import ProcessingGuarantee
 
     suspects: dict[Any, tuple[int, int | None]] = {}
-    first_fetched: dict[Any, int] = {}
+    fetched = Fetched()  # stays empty under exactly-once
 
     if app.conf.processing_guarantee != ProcessingGuarantee.EXACTLY_ONCE:
         new_consumer = app._new_consumer
 
         def _new_consumer() -> Any:
             consumer = new_consumer()
-            track_fetched(consumer, Fetched(), first_fetched)
-            guard_head_gap(consumer, first_fetched)
+            track_fetched(consumer, fetched)
+            guard_head_gap(consumer, fetched)
             return consumer
 
         assert app._consumer is None, "install before the consumer is made"
@@ -220,7 +220,7 @@ def install(app: Any, interval: float = 5.0, probe: Probe | None = None) -> None
             suspects = {}  # a rebalance or a stop is under way: Faust seeks by itself
             return
         positions = fetch_positions(app)
-        stuck = dropped_at(consumer, positions, first_fetched)
+        stuck = dropped_at(consumer, positions, fetched)
         found = {tp: (start, positions.get(tp)) for tp, start in stuck.items()}
         for tp, (start, position) in found.items():
             if suspects.get(tp) == (start, position):

@@ -35,8 +35,16 @@ def consumer(committed: dict, acked: dict, in_flight: list[tuple]) -> SimpleName
     )
 
 
+def fetched_from(first: dict | None = None) -> Fetched:
+    """What a consumer fetched, given the first offset fetched of each partition."""
+    fetched = Fetched()
+    for tp, offset in (first or {}).items():
+        fetched.add(tp, [offset], committed=None)
+    return fetched
+
+
 def stuck(c: SimpleNamespace, positions: dict | None = None, first: dict | None = None):
-    return dropped_at(c, positions or {}, first or {})
+    return dropped_at(c, positions or {}, fetched_from(first))
 
 
 def test_a_gap_with_nothing_in_flight_is_a_dropped_message():
@@ -111,7 +119,7 @@ def test_faust_alone_commits_over_a_single_unacked_offset():
 def test_the_guard_waits_at_a_gap_at_the_head_and_commits_once_it_is_filled():
     c = offsets(61, [62, 63])
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c, {})
+    guard_head_gap(c, Fetched())
     assert c._new_offset(P0) is None
     c._acked[P0].append(61)
     c._acked_index[P0].add(61)
@@ -121,41 +129,37 @@ def test_the_guard_waits_at_a_gap_at_the_head_and_commits_once_it_is_filled():
 def test_before_a_first_commit_the_guard_waits_for_the_first_offset_fetched():
     """Faust alone commits 10 over 0-7 that nobody acked."""
     assert faust_new_offset(offsets(None, [8, 9]))(P0) == 10
-    first: dict = {}
-    c = offsets(None, [8, 9])
-    c._new_offset = faust_new_offset(c)
-    guard_head_gap(c, first)
-    assert c._new_offset(P0) is None  # nothing fetched known
-    first[P0] = 0
-    assert c._new_offset(P0) is None  # 0-7 missing
-    first[P0] = 8  # retention removed 0-7
-    assert c._new_offset(P0) == 10
+
+    def guarded(first: dict) -> SimpleNamespace:
+        c = offsets(None, [8, 9])
+        c._new_offset = faust_new_offset(c)
+        guard_head_gap(c, fetched_from(first))
+        return c
+
+    assert guarded({})._new_offset(P0) is None  # nothing fetched known
+    assert guarded({P0: 0})._new_offset(P0) is None  # 0-7 missing
+    assert guarded({P0: 8})._new_offset(P0) == 10  # retention removed 0-7
 
 
 def test_a_first_fetch_gives_the_head_so_the_first_commit_needs_no_timer():
     """A SIGTERM seconds after a fresh group's first fetch: the stop's commit covers what was
     done. (The head once came from a 5 s timer asking the broker for the log start, and a
     worker stopped before its first tick committed nothing.)"""
-    c = gapping(None)
-    first: dict = {}
-    track_fetched(c, Fetched(), first)
-    guard_head_gap(c, first)
+    c, fetched = gapping(None), Fetched()
+    track_fetched(c, fetched)
+    guard_head_gap(c, fetched)
     fetch(c, 0, 1, 2, 3)
     fetch(c, 4, 5)  # later fetches do not move the head
-    assert first == {P0: 0}
+    assert fetched.first(P0) == 0
     ack(c, 0, 1, 2)
     assert c._new_offset(P0) == 3
-    committed, first = gapping(7), {}
-    track_fetched(committed, Fetched(), first)
-    fetch(committed, 7, 8)
-    assert first == {}  # a committed offset is the head
 
 
 def test_the_guard_stands_aside_for_known_gaps():
     c = offsets(10, [12, 13])
     c._gap[P0].addi(10, 12)  # compacted away: Faust fills the gap itself
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c, {})
+    guard_head_gap(c, Fetched())
     assert c._new_offset(P0) == 14
 
 
@@ -170,7 +174,7 @@ def test_a_known_gap_elsewhere_does_not_let_the_head_go():
     assert faust_new_offset(consumer())(P0) == 64
     c = consumer()
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c, {})
+    guard_head_gap(c, Fetched())
     assert c._new_offset(P0) is None
 
 
@@ -221,8 +225,9 @@ def test_offsets_fetched_then_dropped_are_not_a_gap_and_the_commit_waits_for_the
     assert faust_alone._new_offset(P0) == 111
 
     c = gapping(101)
-    track_fetched(c, Fetched(), {})
-    guard_head_gap(c, {})
+    fetched = Fetched()
+    track_fetched(c, fetched)
+    guard_head_gap(c, fetched)
     fetch(c, *range(101, 110))
     fetch(c, *range(101, 110))  # the refetch after the seek
     fetch(c, *range(110, 116))
@@ -237,8 +242,9 @@ def test_offsets_fetched_then_dropped_are_not_a_gap_and_the_commit_waits_for_the
 def test_a_hole_never_fetched_is_still_a_gap():
     """A transaction marker or compaction: offsets no fetch ever returned."""
     c = gapping(10)
-    track_fetched(c, Fetched(), {})
-    guard_head_gap(c, {})
+    fetched = Fetched()
+    track_fetched(c, fetched)
+    guard_head_gap(c, fetched)
     fetch(c, 10, 11, 14, 15)  # 12-13 absent from the log
     asyncio.run(c._add_gap(P0, 12, 14))
     assert sorted((iv.begin, iv.end) for iv in c._gap[P0]) == [(12, 14)]
@@ -284,7 +290,7 @@ def stuck_at(committed: int, acked: list[int]) -> SimpleNamespace:
     """A guarded consumer stuck at its head `committed`, recording the seeks asked of it."""
     c = offsets(committed, acked)
     c._new_offset = faust_new_offset(c)
-    guard_head_gap(c, {})
+    guard_head_gap(c, Fetched())
     c.sought = []
 
     async def seek_wait(positions):
