@@ -156,6 +156,7 @@ class AgentStats:
     reasons: Counter = field(default_factory=Counter)  # dead letters by reason
     last_batch_size: int = 0
     last_batch_seconds: float = 0.0
+    last_batch_at: float | None = None  # time.time() when `inputs` last grew (progress readers)
     busy_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +168,7 @@ class AgentStats:
             "dead_letter_reasons": dict(self.reasons),
             "last_batch_size": self.last_batch_size,
             "last_batch_seconds": round(self.last_batch_seconds, 3),
+            "last_batch_at": self.last_batch_at,
             "busy_seconds": round(self.busy_seconds, 3),
         }
 
@@ -284,6 +286,7 @@ def attach_enrich_agent(app, raw_pages, outputs: dict[str, Any], settings: Setti
             stats.reasons.update(out.reason for out in results if out.role == DEAD_LETTER)
             stats.last_batch_size = len(items)
             stats.last_batch_seconds = time.perf_counter() - start
+            stats.last_batch_at = time.time()
             stats.busy_seconds += stats.last_batch_seconds
             for event in events:
                 await stream.ack(event)

@@ -22,13 +22,18 @@ Per group:
    backlog of whole shuffled passes over the group's pages produced first, then real
    `newsflow worker` processes, 1 and then 2 (fresh topics and group), each pinned to a
    core of its own unless `--no-pin` (as deployed: one CPU per worker). The rate counts the
-   outcomes while every worker was busy, from the outcome records' timestamps (from the
-   last worker's first outcome to the first worker's last), so start-up (imports, model,
-   group join) is left out of it and reported apart as "from start". Ratio = rate /
-   (workers x in-process rate). CPU time of each worker's process tree over the same window
-   gives pages per CPU-second: on a shared machine that ratio is the steadier one. The
-   embedded broker's and this harness's own CPU in the window is reported too (`others`):
-   on a small machine they take their share of the workers' cores.
+   pages enriched while every worker was busy, from each worker's batch ends (its status
+   page, read every 0.5 s: from the last worker's first batch end to the first worker's
+   last), so start-up (imports, model, group join) is left out of it and reported apart as
+   "from start". Not outcomes: dedup and stories hand articles on in waves, and a window
+   opened at a wave's crest counted the ~100 articles enriched before it (`en`, one worker:
+   18% high). The outcome-timestamp rate is still reported (`outcome_window`), with how
+   long after the last batch the last outcome came (`outcome_lag_seconds`: downstream kept
+   up when it is short). Ratio = rate / (workers x in-process rate). CPU time of each
+   worker's process tree over the same window gives pages per CPU-second: on a shared
+   machine that ratio is the steadier one. The embedded broker's and this harness's own CPU
+   in the window is reported too (`others`): on a small machine they take their share of
+   the workers' cores.
 4. Latency: the one worker still running, pages produced at half its measured rate;
    latency = outcome record timestamp - raw-pages record timestamp (Kafka CreateTime, one
    host clock), and until this harness had read the outcome.
@@ -43,11 +48,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -495,6 +502,67 @@ def busy_window(seen: Iterable[Seen]) -> tuple[float, float, int, bool]:
     return t0, t1, sum(n for end, n in every if end > t0), len(per_worker) == 1
 
 
+Progress = list[tuple[float, int]]  # (when a batch ended, pages the worker had enriched then)
+
+
+def progress_window(progress: dict[Any, Progress]) -> tuple[float, float, int, bool]:
+    """(start, end, pages, all_busy) from the workers' enrichment progress, as `busy_window`
+    is from outcomes: one worker from its first batch end to its last; several where all
+    were enriching, counting each one's pages in it (linear between its batch ends)."""
+    runs = {w: sorted(set(points)) for w, points in progress.items() if points}
+    if not runs:
+        return 0.0, 0.0, 0, False
+    t0 = max(points[0][0] for points in runs.values())
+    t1 = min(points[-1][0] for points in runs.values())
+    all_busy = t1 > t0
+    if not all_busy and len(runs) > 1:  # a worker ran dry before another began: the span
+        t0 = min(points[0][0] for points in runs.values())
+        t1 = max(points[-1][0] for points in runs.values())
+    pages = sum(_enriched_at(p, t1) - _enriched_at(p, t0) for p in runs.values())
+    return t0, t1, pages, all_busy
+
+
+def _enriched_at(points: Progress, at: float) -> float:
+    if at <= points[0][0]:
+        return points[0][1]
+    for (a0, n0), (a1, n1) in itertools.pairwise(points):
+        if a0 <= at <= a1:
+            return n0 + (n1 - n0) * (at - a0) / (a1 - a0)
+    return points[-1][1]
+
+
+class ProgressPoller:
+    """Reads each worker's status page every `interval` seconds in a thread: the end of its
+    last batch and the pages it had enriched by then; a batch polled twice is kept once."""
+
+    def __init__(self, procs: Sequence[Any], interval: float = 0.5) -> None:
+        self.procs = procs
+        self.interval = interval
+        self.points: dict[int, Progress] = {i: [] for i in range(len(procs))}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-progress", daemon=True)
+
+    def __enter__(self) -> ProgressPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.poll()  # the last batch, once every outcome is in
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+    def poll(self) -> None:
+        for i, worker in enumerate(self.procs):
+            status = worker.status(timeout=1.0) or {}
+            point = (status.get("last_batch_at"), status.get("inputs"))
+            if None not in point and (not self.points[i] or self.points[i][-1] != point):
+                self.points[i].append(point)
+
+
 def percentiles(values: Sequence[float]) -> dict[str, Any]:
     ordered = sorted(values)
     if not ordered:
@@ -560,8 +628,9 @@ async def backlog_phase(
     seen: dict[Position, Seen] = {}
     try:
         deadline = time.monotonic() + ctx.options.timeout
-        done = await collect(settings, "beginning", tally, seen, deadline=deadline,
-                             check=lambda: _check_alive(procs))  # fmt: skip
+        with ProgressPoller(procs) as progress:
+            done = await collect(settings, "beginning", tally, seen, deadline=deadline,
+                                 check=lambda: _check_alive(procs))  # fmt: skip
         statuses = [worker.status() or {} for worker in procs]
     finally:
         if keep is None:
@@ -569,8 +638,8 @@ async def backlog_phase(
                 _stop(worker)
         else:
             keep.extend(zip(procs, watched, strict=True))
-    result = _throughput(ctx, watched, procs, settings, sent, tally, seen, done, started,
-                         in_process, load_before)  # fmt: skip
+    result = _throughput(ctx, watched, procs, settings, sent, tally, seen, progress.points,
+                         done, started, in_process, load_before)  # fmt: skip
     result["cores"] = cores  # None: the workers shared every core
     for i, status in enumerate(statuses):  # who enriched what: outcomes name their last writer
         result["per_worker"][str(i)].update(raw_partitions=status.get("partitions"),
@@ -585,11 +654,17 @@ def worker_cores(workers: int) -> list[int] | None:
 
 
 def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Settings, sent: Any,
-                tally: Any, seen: dict[Position, Seen], done: bool, started: float,
-                in_process: dict[str, Any], load_before: Any) -> dict[str, Any]:  # fmt: skip
+                tally: Any, seen: dict[Position, Seen], progress: dict[int, Progress],
+                done: bool, started: float, in_process: dict[str, Any],
+                load_before: Any) -> dict[str, Any]:  # fmt: skip
     workers = len(procs)
-    t0, t1, inside, all_busy = busy_window(seen.values())
+    o0, o1, out_inside, out_busy = busy_window(seen.values())
+    t0, t1, inside, all_busy = progress_window(progress)
+    rate_from = "enriched"
+    if not (t1 > t0 and inside):  # too few batches, or no status page: the outcome window
+        t0, t1, inside, all_busy, rate_from = o0, o1, out_inside, out_busy, "outcomes"
     rate = inside / (t1 - t0) if t1 > t0 and inside else None
+    last_batch = max((p[-1][0] for p in progress.values() if p), default=None)
     pid_of = {w.proc.pid: i for i, w in enumerate(procs)}
     per_worker: dict[str, Any] = {}
     cpu_total = 0.0
@@ -632,8 +707,12 @@ def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Se
         "kinds": dict(kinds),
         "redelivered": tally.redelivered,
         "outcomes_from_unknown_worker": unknown,
+        "rate_from": rate_from,
         "window_seconds": round(t1 - t0, 2),
-        "window_outcomes": inside,
+        "window_pages": round(inside),
+        "outcome_window": {"seconds": round(o1 - o0, 2), "outcomes": out_inside,
+                           "per_second": _r(out_inside / (o1 - o0), 2) if o1 > o0 else None},
+        "outcome_lag_seconds": _r(last - last_batch, 2) if last_batch else None,
         "others_cpu_utilisation": others,
         "all_workers_busy": all_busy,
         "pages_per_second": _r(rate, 2) if rate else None,
@@ -988,9 +1067,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines += ["", f"through the broker: {b['where']}, {b['partitions']} partitions",
                   f"{'group':<6}{'wrk':>4}{'pages':>6}{'pages/s':>9}{'ratio':>7}{'p/cpu-s':>9}"
                   f"{'cpu-r':>7}{'util':>10}{'wait':>10}{'enriched':>10}{'start p/s':>10}"
-                  f"{'redeliv':>8}{'peak Pss':>9}{'peak RSS':>9}{'others':>8}",
-                  "  ratio = pages/s / (workers x in-process pages/s); cpu-r = the same per "
-                  "CPU-second;",
+                  f"{'out p/s':>8}{'redeliv':>8}{'peak Pss':>9}{'peak RSS':>9}{'others':>8}",
+                  "  pages/s = pages enriched while every worker was busy; ratio = pages/s / "
+                  "(workers x in-process pages/s); cpu-r = the same per CPU-second;",
+                  "  out p/s = outcome records per second in their own window (waves of "
+                  "dedup and stories: not the rate);",
                   "  per worker: util = CPU-seconds per second it got, wait = seconds per second "
                   "it was runnable but queued for a CPU, enriched = pages it enriched;",
                   "  others = CPU-seconds per second of the embedded broker + this harness "
@@ -1008,7 +1089,8 @@ def format_report(report: dict[str, Any]) -> str:
                     f"{_each(ws, 'cpu_utilisation', '.2f'):>10}"
                     f"{_each(ws, 'run_queue_wait_share', '.2f'):>10}"
                     f"{_each(ws, 'pages_enriched'):>10}"
-                    f"{_v(r['from_start_pages_per_second']):>10}{r['redelivered']:>8}"
+                    f"{_v(r['from_start_pages_per_second']):>10}"
+                    f"{_v(r['outcome_window']['per_second']):>8}{r['redelivered']:>8}"
                     f"{_mb(max(w['pss_peak_bytes'] for w in ws)):>9}"
                     f"{_mb(max(w['rss_peak_bytes'] for w in ws)):>9}"
                     f"{_v(sum((r.get('others_cpu_utilisation') or {}).values()), '.2f'):>8}"

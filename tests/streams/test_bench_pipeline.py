@@ -48,6 +48,30 @@ def test_a_single_batch_gives_no_rate():
     assert t1 <= t0 and inside == 0
 
 
+def test_one_worker_progress_window_is_its_first_to_last_batch_end():
+    progress = {0: [(10.0, 16), (11.0, 32), (11.0, 32), (12.0, 48)]}  # one batch polled twice
+    assert bench.progress_window(progress) == (10.0, 12.0, 32, True)
+
+
+def test_two_worker_progress_counts_pages_while_both_enriched():
+    # Worker 1 ends at 14, worker 2 begins at 12; at 14 worker 2 is a third of the way
+    # between its batch ends at 13 (32 pages) and 16 (80): 48.
+    progress = {1: [(10.0, 16), (12.0, 48), (14.0, 80)], 2: [(12.0, 16), (13.0, 32), (16.0, 80)]}
+    t0, t1, pages, all_busy = bench.progress_window(progress)
+    assert (t0, t1, all_busy) == (12.0, 14.0, True)
+    assert pages == pytest.approx((80 - 48) + (48 - 16))
+
+
+def test_progress_of_workers_that_never_overlapped_spans_both():
+    progress = {1: [(10.0, 16), (11.0, 32)], 2: [(12.0, 16), (13.0, 32)]}
+    assert bench.progress_window(progress) == (10.0, 13.0, 32, False)
+
+
+def test_no_progress_gives_no_window():
+    t0, t1, pages, _ = bench.progress_window({0: [], 1: [(5.0, 16)]})
+    assert t1 <= t0 and pages == 0
+
+
 def test_percentiles_of_known_values():
     q = bench.percentiles([i / 100 for i in range(1, 101)])
     assert (q["n"], q["p50"], q["p90"], q["p99"], q["max"]) == (100, 0.5, 0.9, 0.99, 1.0)
@@ -173,6 +197,9 @@ def test_pipeline_quick_report_accounts_for_every_page(bench_settings):
         assert 1 <= run["workers_with_outcomes"] <= workers
         assert run["outcomes_from_unknown_worker"] == 0
         assert run["pages_per_second"] > 0
+        # The rate counts pages enriched (status batch ends), not the outcomes' waves.
+        assert run["rate_from"] == "enriched" or workers == 2
+        assert run["outcome_window"]["outcomes"] <= run["outcomes"]
         assert run["ratio_to_in_process"] == pytest.approx(
             run["pages_per_second"] / (workers * ceiling),
             rel=5e-3,  # from rounded rates
