@@ -505,7 +505,7 @@ def busy_window(seen: Iterable[Seen]) -> tuple[float, float, int, bool]:
 Progress = list[tuple[float, int]]  # (when a batch ended, pages the worker had enriched then)
 
 
-def progress_window(progress: dict[Any, Progress]) -> tuple[float, float, int, bool]:
+def progress_window(progress: dict[Any, Progress]) -> tuple[float, float, float, bool]:
     """(start, end, pages, all_busy) from the workers' enrichment progress, as `busy_window`
     is from outcomes: one worker from its first batch end to its last; several where all
     were enriching, counting each one's pages in it (linear between its batch ends)."""
