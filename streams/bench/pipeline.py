@@ -475,40 +475,30 @@ def bursts(times: Iterable[float], gap: float = BURST_GAP) -> list[tuple[float, 
     return out
 
 
-def busy_window(seen: Iterable[Seen]) -> tuple[float, float, int, bool]:
-    """(start, end, outcomes, all_busy) of the window a rate is measured over.
-
-    A worker's rate is the outcomes of the batches it finished after its first one, over the
-    time from the end of its first batch to the end of its last (start-up is before the
-    first). With several workers, the window is where all were busy: from the latest
-    first-batch end to the earliest last-batch end. When that is empty (a worker got no
-    partition or ran dry early) it is the span over all workers, and `all_busy` is False.
-    `end <= start` when there is no window (a single batch).
-    """
+def busy_window(seen: Iterable[Seen]) -> tuple[float, float, float, bool]:
+    """(start, end, outcomes, all_busy) of the outcome records' window: `progress_window`
+    over each worker's outcome bursts (a batch's outcomes go out back to back), so a worker's
+    first batch (start-up) is left out and several workers count where all were busy."""
     times: dict[str, list[float]] = defaultdict(list)
     for s in seen:
         times[s.worker].append(s.at)
-    per_worker = {w: bursts(t) for w, t in times.items()}
-    if not per_worker:
-        return 0.0, 0.0, 0, False
-    if len(per_worker) > 1:
-        t0 = max(b[0][0] for b in per_worker.values())
-        t1 = min(b[-1][0] for b in per_worker.values())
-        if t1 > t0:
-            inside = sum(n for b in per_worker.values() for end, n in b if t0 < end <= t1)
-            return t0, t1, inside, True
-    every = sorted(burst for b in per_worker.values() for burst in b)
-    t0, t1 = every[0][0], every[-1][0]
-    return t0, t1, sum(n for end, n in every if end > t0), len(per_worker) == 1
+    progress: dict[str, Progress] = {}
+    for worker, at in times.items():
+        ends, counts = zip(*bursts(at), strict=True)
+        progress[worker] = list(zip(ends, itertools.accumulate(counts), strict=True))
+    return progress_window(progress)
 
 
 Progress = list[tuple[float, int]]  # (when a batch ended, pages the worker had enriched then)
 
 
 def progress_window(progress: dict[Any, Progress]) -> tuple[float, float, float, bool]:
-    """(start, end, pages, all_busy) from the workers' enrichment progress, as `busy_window`
-    is from outcomes: one worker from its first batch end to its last; several where all
-    were enriching, counting each one's pages in it (linear between its batch ends)."""
+    """(start, end, pages, all_busy) of the window a rate is measured over, from each
+    worker's progress: one worker from its first batch end to its last (start-up is before
+    the first); several where all were busy, from the latest first-batch end to the earliest
+    last-batch end, counting each one's pages in it (linear between its batch ends). When
+    that is empty (a worker got no partition or ran dry early) it is the span over all, and
+    `all_busy` is False; `end <= start` when there is no window (a single batch)."""
     runs = {w: sorted(set(points)) for w, points in progress.items() if points}
     if not runs:
         return 0.0, 0.0, 0, False
@@ -710,8 +700,11 @@ def _throughput(ctx: Context, watched: list[str], procs: list[Any], settings: Se
         "rate_from": rate_from,
         "window_seconds": round(t1 - t0, 2),
         "window_pages": round(inside),
-        "outcome_window": {"seconds": round(o1 - o0, 2), "outcomes": out_inside,
-                           "per_second": _r(out_inside / (o1 - o0), 2) if o1 > o0 else None},
+        "outcome_window": {
+            "seconds": round(o1 - o0, 2),
+            "outcomes": round(out_inside),
+            "per_second": _r(out_inside / (o1 - o0), 2) if o1 > o0 else None,
+        },
         "outcome_lag_seconds": _r(last - last_batch, 2) if last_batch else None,
         "others_cpu_utilisation": others,
         "all_workers_busy": all_busy,
