@@ -61,6 +61,11 @@ class CountingTable(dict):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.reads = 0
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
 
     def __setitem__(self, key, value) -> None:
         assert isinstance(key, bytes) and isinstance(value, bytes)
@@ -91,6 +96,28 @@ def test_staged_writes_each_changed_key_once_and_reads_its_own_writes():
     view.flush()
     assert sorted(table) == [b"common", b"k0", b"k2", b"new"]
     assert Staged(table)["new"] == 1  # a fresh view (a restarted worker) reads the table
+
+
+def test_staged_cache_outlives_a_flush_until_forgotten_or_full():
+    table = CountingTable()
+    table[b"word"] = orjson.dumps({"1": 5})
+    view = Staged(table, max_cached=3)
+    assert view["word"] == {"1": 5} and "absent" not in view
+    assert table.reads == 2
+    view["word"] = {"1": 6}
+    view.flush()
+    for _ in range(3):  # later batches: the parsed value and the known absence, no lookups
+        assert view["word"] == {"1": 6} and view.get("absent") is None
+        view.flush()
+    assert table.reads == 2
+    table[b"word"] = orjson.dumps({"1": 9})  # a new owner's writes, restored by recovery
+    assert view["word"] == {"1": 6}
+    view.forget()
+    assert view["word"] == {"1": 9} and table.reads == 3
+    for i in range(3):
+        view[f"k{i}"] = i
+    view.flush()  # 4 entries cached, more than 3: emptied
+    assert view["k0"] == 0 and table.reads == 4
 
 
 def art(ident: str, day: int, title: str, names: list[str]) -> Article:
@@ -127,7 +154,8 @@ def test_assigner_over_tables_decides_as_the_in_process_index():
     got = {}
     for a in sorted(ARTICLES, key=order_key):
         got[a.id] = assigner.place(a).story_id
-        assigner.flush()  # one batch per article: state only through the tables
+        assigner.flush()  # one batch per article, and a new owner's each: state only through
+        assigner.forget()  # the tables
     assert got == reference(ARTICLES)
     assert got["a1"] == got["a2"] == got["a3"] != got["b1"] == got["b2"]
 

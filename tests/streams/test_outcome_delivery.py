@@ -1,20 +1,21 @@
 """The dedup and stories agents' deliveries (`agents.dedup_agent.deliver_outcomes`): an outcome
 record the broker refuses for good becomes an `output_rejected` dead letter, as in the enrich
 agent, instead of a worker that exits and replays the batch into the same refusal forever;
-an outage still exits without committing."""
+an outage still exits without committing. And the changelog records they send themselves."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from types import SimpleNamespace
 
 import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 
-from agents.dedup_agent import ARTICLES, CLAIMS, Send, deliver_outcomes
+from agents.dedup_agent import ARTICLES, CLAIMS, Send, changelog_futures, deliver_outcomes
 from agents.records import Article
 from streams.topics import INPUT_HEADER, WORKER_HEADER
 from tests.streams.test_enrich_agent import Exited, FakeTopic
@@ -89,3 +90,67 @@ def test_anything_else_exits_without_committing(monkeypatch, case):
     else:
         topics[DEAD_LETTER] = FakeTopic(refused())
     assert deliver(topics, sends, monkeypatch) == (None, 70)
+
+
+class ChangelogProducer:
+    """aiokafka's `send` as the agents' changelog path uses it; refuses the `fail_at`-th."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.sent: list[tuple] = []
+        self.fail_at = fail_at
+
+    async def send(self, topic, value, *, key, partition):
+        if len(self.sent) == self.fail_at:
+            raise KafkaTimeoutError()
+        self.sent.append((topic, partition, key, value))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(SimpleNamespace(offset=len(self.sent) - 1))
+        return fut
+
+
+class StagedTable:
+    """What `changelog_futures` reads of a TrackedTable: its staged records and Faust-sent
+    futures, its changelog topic, the producer, and where acknowledged offsets go."""
+
+    def __init__(self, name: str, producer: ChangelogProducer, staged: list[tuple]) -> None:
+        self.app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+        self.changelog_topic = SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
+        self.staged = staged
+        self.offsets: dict[int, int] = {}
+
+    def take_changelog(self):
+        staged, self.staged = self.staged, []
+        return [], staged
+
+    def persisted(self, partition, fut):
+        self.offsets[partition] = fut.result().offset
+
+
+def test_changelog_records_go_out_in_write_order_across_tables():
+    """The gather agent stores an article (waiting), then the record listing it; a replay
+    trusts that the second landing means the first did, so they must not be reordered by
+    table. Each partition's last acknowledged offset reaches the store."""
+    producer = ChangelogProducer()
+    records = StagedTable("records", producer, [(1, 0, b"a", b"r1"), (3, 0, b"a", b"r2")])
+    waiting = StagedTable("waiting", producer, [(0, 0, b"a|1", b"w1"), (2, 1, b"b|1", None)])
+    futures = asyncio.run(changelog_futures([records, waiting]))
+    assert [(t, v) for t, _, _, v in producer.sent] == [
+        ("waiting-changelog", b"w1"), ("records-changelog", b"r1"),
+        ("waiting-changelog", None), ("records-changelog", b"r2"),
+    ]  # fmt: skip
+    assert len(futures) == 4 and all(f.done() for f in futures)
+    assert records.offsets == {0: 3} and waiting.offsets == {0: 0, 1: 2}
+    assert asyncio.run(changelog_futures([records, waiting])) == []
+
+
+def test_a_changelog_record_the_producer_refuses_comes_back_as_a_failure():
+    producer = ChangelogProducer(fail_at=1)
+    table = StagedTable("near", producer, [(0, 2, b"k1", b"v"), (1, 2, b"k2", b"v")])
+
+    async def run():
+        futures = await changelog_futures([table])
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert isinstance(results[-1], KafkaTimeoutError) and len(results) == 2
+    assert table.offsets == {2: 0}
