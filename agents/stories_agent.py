@@ -65,13 +65,15 @@ class Staged(MutableMapping):
     owns the partition it is the table's only writer, so the next batch reads the common
     words without a table lookup and a JSON parse each (the stories agent was 18% of a
     worker's Faust process, its reads most of that). `forget` empties it for when ownership may
-    have changed (a rebalance: changelog recovery writes the table behind it); past
-    `max_cached` entries a flush empties it too, so it holds a bounded working set.
+    have changed (a rebalance: changelog recovery writes the table behind it). Once what it
+    read and wrote passes `max_cached_bytes` of JSON, a flush empties it: a bounded working set
+    (a live story is up to ~10 KB of JSON, a word's weekly counts up to ~0.5 KB).
     """
 
-    def __init__(self, table: MutableMapping, max_cached: int = 100_000) -> None:
+    def __init__(self, table: MutableMapping, max_cached_bytes: int = 8 << 20) -> None:
         self.table = table
-        self.max_cached = max_cached
+        self.max_cached_bytes = max_cached_bytes
+        self.cached_bytes = 0
         self.cache: dict[str, Any] = {}
         self.dirty: set[str] = set()
 
@@ -82,6 +84,7 @@ class Staged(MutableMapping):
         if value is _UNREAD:
             raw = self.table.get(key.encode("utf-8", "surrogatepass"))
             value = self.cache[key] = _DELETED if raw is None else orjson.loads(raw)
+            self.cached_bytes += len(raw or b"")
         return default if value is _DELETED else value
 
     def __getitem__(self, key: str) -> Any:
@@ -120,16 +123,18 @@ class Staged(MutableMapping):
                 if raw_key in self.table:
                     del self.table[raw_key]
             else:
-                self.table[raw_key] = orjson.dumps(value)
+                raw = self.table[raw_key] = orjson.dumps(value)
+                self.cached_bytes += len(raw)
         self.dirty.clear()
-        if len(self.cache) > self.max_cached:
-            self.cache.clear()
+        if self.cached_bytes > self.max_cached_bytes:
+            self.forget()
         return written
 
     def forget(self) -> None:
         """Drop the cache and any unflushed writes: the next reads go to the table."""
         self.cache.clear()
         self.dirty.clear()
+        self.cached_bytes = 0
 
 
 @dataclass(order=True)

@@ -99,7 +99,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
 
 
 def exit_when_changelog_writes_fail() -> None:
-    """Faust sends table changelog records from a background task of its producer buffer; a
+    """Faust sends table changelog records from a background task of its producer buffer (ours
+    only under exactly-once: otherwise the agents send them, `changelog_futures`); a
     send that fails there (a delivery timeout in an outage) crashes the task and the worker
     stops gracefully with exit 1, while the agent waiting on those records is cancelled
     mid-batch. Exit 70 at once instead, as the agents do on a failed delivery: nothing is
@@ -143,12 +144,13 @@ def use_fetch_max_wait(app: faust.App, milliseconds: int) -> None:
 
 
 def unthrottle_changelog_writes(app: faust.App, limit: int = 100_000) -> None:
-    """Table writes queue their changelog records in the producer's buffer, and Faust stops
-    dispatching incoming messages whenever more than 100 wait there: it logs a warning and
-    waits for them one by one (a `wait_for` each). A batch of the dedup or stories agents
-    writes thousands at once (40 band keys a page, ~100 story keys an article), and each agent
-    waits for its batch's records to be acknowledged before its next batch, which bounds the
-    buffer already; the ebb cost 8% of the worker process (py-spy). (Not a `faust.App`
+    """Table writes queue their changelog records in the producer's buffer (under exactly-once;
+    otherwise the agents send them, `changelog_futures`), and Faust stops dispatching incoming
+    messages whenever more than 100 wait there: it logs a warning and waits for them one by
+    one (a `wait_for` each). A batch of the dedup or stories agents writes thousands at once
+    (40 band keys a page, ~100 story keys an article), and each agent waits for its batch's
+    records to be acknowledged before its next batch, which bounds the buffer already; the ebb
+    cost 8% of the worker process (py-spy). (Not a `faust.App`
     subclass: mode gives a subclass's module logger a NullHandler, silencing this module's
     last words when logging is not configured.)"""
     new_producer = app._new_producer

@@ -101,7 +101,7 @@ def test_staged_writes_each_changed_key_once_and_reads_its_own_writes():
 def test_staged_cache_outlives_a_flush_until_forgotten_or_full():
     table = CountingTable()
     table[b"word"] = orjson.dumps({"1": 5})
-    view = Staged(table, max_cached=3)
+    view = Staged(table, max_cached_bytes=30)
     assert view["word"] == {"1": 5} and "absent" not in view
     assert table.reads == 2
     view["word"] = {"1": 6}
@@ -114,10 +114,12 @@ def test_staged_cache_outlives_a_flush_until_forgotten_or_full():
     assert view["word"] == {"1": 6}
     view.forget()
     assert view["word"] == {"1": 9} and table.reads == 3
-    for i in range(3):
-        view[f"k{i}"] = i
-    view.flush()  # 4 entries cached, more than 3: emptied
-    assert view["k0"] == 0 and table.reads == 4
+    view["big"] = "x" * 20
+    view.flush()  # 7 + 22 bytes read and written since the forget: not over 30
+    assert view["big"] and table.reads == 3
+    view["word"] = {"1": 10}
+    view.flush()  # 8 more: emptied
+    assert view["word"] == {"1": 10} and table.reads == 4
 
 
 def art(ident: str, day: int, title: str, names: list[str]) -> Article:
