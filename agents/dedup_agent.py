@@ -709,10 +709,10 @@ def _tracked_table_class():
     durable.
 
     A write stages its record. Faust's own path (a future message, its producer buffer, a
-    background task, sensors around each send) cost ~60 us a record, and a page writes ~70
-    of them (40 band keys, the stories' words): the largest single cost of a worker's Faust
-    process (py-spy). Under exactly-once (a transaction open), and for anything but bytes,
-    writes keep Faust's path.
+    background task, sensors around each send) cost ~45 us a record more, and a page writes
+    ~96 of them (40 band keys, ~47 of the stories' words): 4.3 of a worker's Faust process's
+    16.7 ms a page (BENCHMARKS.md run 8). Under exactly-once (a transaction open), and for
+    anything but bytes, writes keep Faust's path.
     """
     import faust
 
