@@ -777,9 +777,10 @@ def _tracked_table_class():
 async def changelog_futures(tables: Iterable[Any]) -> list:
     """Send the records `tables` staged, and return the futures of every changelog record they
     wrote since the last call. The records go out in the order they were written across the
-    tables, as through Faust's buffer: a replay trusts that when a later write reached the
-    changelog an earlier one did (the gather agent stores an article, then the record that
-    lists it as waiting). A record the producer will not take comes back as a failed future."""
+    tables, as through Faust's buffer, so a crash mostly keeps a prefix of a batch's writes.
+    Not always: a partition's records past one batch go in a later produce request, so the
+    replay paths must not rely on it (`GatherCore._restore_waiting`). A record the producer
+    will not take comes back as a failed future."""
     futures: list = []
     staged: list = []
     for table in tables:
