@@ -63,8 +63,8 @@ class Staged(MutableMapping):
 
     The cache (parsed values, and keys known to be absent) outlives a flush: while the agent
     owns the partition it is the table's only writer, so the next batch reads the common
-    words without a table lookup and a JSON parse each (the stories agent was 18% of a
-    worker's Faust process, its reads most of that). `forget` empties it for when ownership may
+    words without a table lookup and a JSON parse each (2.3 of the 16.7 ms of a worker's Faust
+    process an English page, BENCHMARKS.md run 8). `forget` empties it for when ownership may
     have changed (a rebalance: changelog recovery writes the table behind it). Once what it
     read and wrote passes `max_cached_bytes` of JSON, a flush empties it: a bounded working set
     (a live story is up to ~10 KB of JSON, a word's weekly counts up to ~0.5 KB).
