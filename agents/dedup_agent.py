@@ -426,10 +426,11 @@ class GatherCore:
             probe = PageProbe.from_header(found[PROBE_HEADER])
             state = self._load(probe.id)
             input_header = found.get(INPUT_HEADER, b"{}")
+            position = self._position(input_header)
             if state:
-                self._restore_waiting(probe, state, value or b"", input_header)
+                self._restore_waiting(probe, state, value or b"", input_header, position)
             sends = self._resend(probe.id, state) if state else []
-            return sends + self._page(probe, state, value or b"", input_header)
+            return sends + self._page(probe, state, value or b"", input_header, position)
         msg = orjson.loads(value or b"{}")
         kind = msg.get("t")
         self.stats.messages[str(kind)] += 1
@@ -456,22 +457,25 @@ class GatherCore:
         raise ValueError(f"unknown dedup message type {kind!r}")
 
     def _restore_waiting(self, probe: PageProbe, state: dict, article: bytes,
-                         input_header: bytes) -> None:  # fmt: skip
+                         input_header: bytes, position: str) -> None:  # fmt: skip
         """A replayed page that its record lists as waiting while the article itself is gone:
         a crash let the record's changelog write land and not the article's. They are sent in
         write order, but a partition's records beyond one batch go in a later produce request
         (an article is ~10 KB, a batch 16 KB). Store the article again before its outcome is
         looked for, so the outcome can still go out."""
-        wait_key = f"{probe.id}|{self._position(input_header)}"
+        wait_key = f"{probe.id}|{position}"
         if wait_key in state["inputs"] and self.waiting.get(wait_key.encode()) is None:
             log.warning("dedup: waiting article %s was lost in a crash; stored again", wait_key)
-            meta = {"input": input_header.decode(), "ts": probe.produced_at}
-            self.waiting[wait_key.encode()] = _pack(meta, article)
+            self._wait(probe, article, input_header, wait_key)
+
+    def _wait(self, probe: PageProbe, article: bytes, input_header: bytes, wait_key: str) -> None:
+        """Keep the article until its outcome is out, with where it came from."""
+        meta = {"input": input_header.decode(), "ts": probe.produced_at}
+        self.waiting[wait_key.encode()] = _pack(meta, article)
 
     def _page(self, probe: PageProbe, state: dict | None, article: bytes,
-              input_header: bytes) -> list[Send]:  # fmt: skip
+              input_header: bytes, position: str) -> list[Send]:  # fmt: skip
         ident = probe.id
-        position = self._position(input_header)
         wait_key = f"{ident}|{position}"
         if state is None:
             state = {"ok": probe.order_key, "sig": _b64(probe.signature), "phase": "claims",
@@ -481,8 +485,7 @@ class GatherCore:
             return []  # a replayed page: its outcome is out, or on its way
         if len(state["inputs"]) >= MAX_WAITING_INPUTS:
             return [self._overflow(ident, article, input_header)]
-        meta = {"input": input_header.decode(), "ts": probe.produced_at}
-        self.waiting[wait_key.encode()] = _pack(meta, article)
+        self._wait(probe, article, input_header, wait_key)
         state["inputs"].append(wait_key)
         if state["phase"] == "final":  # a re-fetch of a decided article: the same verdict
             self._save(ident, state)
@@ -744,7 +747,7 @@ def _tracked_table_class():
             self._sensor_on_del(self, key)
 
         def _stage(self, key: Any, value: Any) -> bool:
-            if self.app.in_transaction or not isinstance(key, bytes) or self._should_expire_keys():
+            if self.app.in_transaction or not isinstance(key, bytes):
                 return False
             if value is not None and not isinstance(value, bytes):
                 return False
@@ -783,17 +786,18 @@ async def changelog_futures(tables: Iterable[Any]) -> list:
     will not take comes back as a failed future."""
     futures: list = []
     staged: list = []
+    topics: dict[int, str] = {}
     for table in tables:
         sent, records = table.take_changelog()
         futures += sent
         staged += [(record, table) for record in records]
+        topics[id(table)] = table.changelog_topic.get_topic_name()
     staged.sort(key=lambda item: item[0][0])
     last: dict[tuple[int, int], tuple[Any, Any]] = {}
     try:
         for (_, partition, key, value), table in staged:
             producer = table.app.producer._ensure_producer()  # aiokafka's
-            topic = table.changelog_topic.get_topic_name()
-            fut = await producer.send(topic, value, key=key, partition=partition)
+            fut = await producer.send(topics[id(table)], value, key=key, partition=partition)
             futures.append(fut)
             last[(id(table), partition)] = (table, fut)
     except Exception as exc:

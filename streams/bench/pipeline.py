@@ -523,12 +523,14 @@ def _enriched_at(points: Progress, at: float) -> float:
 
 class ProgressPoller:
     """Reads each worker's status page every `interval` seconds in a thread: the end of its
-    last batch and the pages it had enriched by then; a batch polled twice is kept once."""
+    last batch and the pages it had enriched by then; a batch polled twice is kept once.
+    `last` holds each worker's latest status page (the final one once the poller exits)."""
 
     def __init__(self, procs: Sequence[Any], interval: float = 0.5) -> None:
         self.procs = procs
         self.interval = interval
         self.points: dict[int, Progress] = {i: [] for i in range(len(procs))}
+        self.last: list[dict[str, Any]] = [{} for _ in procs]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-progress", daemon=True)
 
@@ -548,6 +550,8 @@ class ProgressPoller:
     def poll(self) -> None:
         for i, worker in enumerate(self.procs):
             status = worker.status(timeout=1.0) or {}
+            if status:
+                self.last[i] = status
             point = (status.get("last_batch_at"), status.get("inputs"))
             if None not in point and (not self.points[i] or self.points[i][-1] != point):
                 self.points[i].append(point)
@@ -621,7 +625,6 @@ async def backlog_phase(
         with ProgressPoller(procs) as progress:
             done = await collect(settings, "beginning", tally, seen, deadline=deadline,
                                  check=lambda: _check_alive(procs))  # fmt: skip
-        statuses = [worker.status() or {} for worker in procs]
     finally:
         if keep is None:
             for worker in procs:
@@ -631,7 +634,7 @@ async def backlog_phase(
     result = _throughput(ctx, watched, procs, settings, sent, tally, seen, progress.points,
                          done, started, in_process, load_before)  # fmt: skip
     result["cores"] = cores  # None: the workers shared every core
-    for i, status in enumerate(statuses):  # who enriched what: outcomes name their last writer
+    for i, status in enumerate(progress.last):  # who enriched what: outcomes name their last writer
         result["per_worker"][str(i)].update(raw_partitions=status.get("partitions"),
                                             pages_enriched=status.get("inputs"))  # fmt: skip
     return result, settings
